@@ -1,0 +1,98 @@
+"""Names and constants of the store schema (version 1), in one place.
+
+A store is a Zarr v3 group. Every extracted layer is an array with dimension names
+``("init", "image", unit_dim(layer))``; coordinates ``init``, ``image``, ``label``, ``path``,
+``split`` (optional) and ``valid`` live beside them. Layer names are torch module paths
+(``"blocks.3"``); the store names its variables with :func:`layer_to_var`, a reversible codec.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ATTRS_KEY",
+    "INIT",
+    "IMAGE",
+    "LABEL",
+    "PATH",
+    "SPLIT",
+    "VALID",
+    "INTERNAL_GROUP",
+    "PROGRESS_ARRAY",
+    "PROBES_GROUP",
+    "DEFAULT_CHUNK_IMAGES",
+    "layer_to_var",
+    "var_to_layer",
+    "unit_dim",
+    "chunk_bounds",
+    "n_chunks",
+]
+
+SCHEMA_VERSION: Final = 1
+#: key of the root group attribute holding the store description
+ATTRS_KEY: Final = "featstore"
+
+INIT: Final = "init"
+IMAGE: Final = "image"
+LABEL: Final = "label"
+PATH: Final = "path"
+SPLIT: Final = "split"
+VALID: Final = "valid"
+
+#: subgroup for bookkeeping that xarray.open_zarr does not show (progress markers, locks)
+INTERNAL_GROUP: Final = "_featstore"
+#: boolean array (init, image-chunk): a chunk of every layer is written and durable
+PROGRESS_ARRAY: Final = "done"
+#: group holding probe results beside the features
+PROBES_GROUP: Final = "probes"
+
+#: images per chunk along the image dimension (a multiple of the batch size is enforced)
+DEFAULT_CHUNK_IMAGES: Final = 256
+
+_SEP_MODULE: Final = "."
+_SEP_VAR: Final = "-"
+
+
+def layer_to_var(layer: str) -> str:
+    """Encode a torch module path as a store variable name.
+
+    Module names are Python identifiers or digits, so ``"."`` -> ``"-"`` is reversible.
+
+    Parameters
+    ----------
+    layer : str
+        Dotted module path, e.g. ``"blocks.3"``.
+
+    Returns
+    -------
+    str
+        Variable name, e.g. ``"blocks-3"``.
+    """
+    if not layer or _SEP_VAR in layer or "/" in layer:
+        raise ValueError(f"layer name {layer!r} cannot be stored: it must be a non-empty module path")
+    return layer.replace(_SEP_MODULE, _SEP_VAR)
+
+
+def var_to_layer(var: str) -> str:
+    """Decode a store variable name back into the module path (inverse of :func:`layer_to_var`)."""
+    return var.replace(_SEP_VAR, _SEP_MODULE)
+
+
+def unit_dim(layer: str) -> str:
+    """Name of the unit (channel) dimension of a layer's variable, e.g. ``"unit_blocks-3"``."""
+    return f"unit_{layer_to_var(layer)}"
+
+
+def n_chunks(n_images: int, chunk_images: int) -> int:
+    """Number of image chunks needed for ``n_images`` images."""
+    return -(-n_images // chunk_images)
+
+
+def chunk_bounds(chunk: int, n_images: int, chunk_images: int) -> tuple[int, int]:
+    """Half-open image range ``[start, stop)`` covered by chunk number ``chunk``."""
+    start = chunk * chunk_images
+    if chunk < 0 or start >= n_images:
+        raise IndexError(f"chunk {chunk} out of range for {n_images} images")
+    return start, min(start + chunk_images, n_images)
