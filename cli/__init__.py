@@ -1,0 +1,1 @@
+"""The ``featstore`` command line (a thin Typer layer over the library)."""

@@ -1,0 +1,122 @@
+"""``featstore extract`` and ``featstore layers``."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from featstore import schema as S
+from featstore.config import ExtractConfig
+from featstore.extract import run_extract
+from featstore.models import (
+    available_models,
+    build_model,
+    default_transform,
+    describe_layers,
+    parse_init,
+    parse_layers,
+)
+
+from ._progress import RichProgress
+
+
+class Pool(str, Enum):
+    avg = "avg"
+    max = "max"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+def _split_layers(values: list[str]) -> tuple[str, ...]:
+    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return tuple(names) or ("auto",)
+
+
+def extract_command(
+    data: Annotated[str, typer.Argument(help="ImageFolder directory or CSV manifest (path,label[,split]).")],
+    store: Annotated[str, typer.Option("--store", help="Store directory or fsspec URL.")],
+    model: Annotated[str, typer.Option(help="efficientnet_lite0 or a torchvision model name.")] = "efficientnet_lite0",
+    init: Annotated[list[str] | None, typer.Option(
+        "--init", help="pretrained, pretrained:WEIGHTS, pretrained:PATH.pth or random:SEED; repeatable.")] = None,
+    layers: Annotated[list[str] | None, typer.Option(
+        "--layers", help="'auto' (block outputs) or module paths, comma-separated or repeated.")] = None,
+    pool: Annotated[Pool, typer.Option(help="Global pooling of each activation map.")] = Pool.avg,
+    image_size: Annotated[int | None, typer.Option(help="Resize side; default the model's standard size.")] = None,
+    device: Annotated[Device, typer.Option(help="auto takes CUDA when present.")] = Device.auto,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    dtype: Annotated[Dtype, typer.Option(help="Storage dtype.")] = Dtype.float32,
+    chunk_images: Annotated[int, typer.Option(help="Images per store chunk.")] = S.DEFAULT_CHUNK_IMAGES,
+    overwrite: Annotated[bool, typer.Option(help="Replace a store made with another configuration.")] = False,
+    skip_unreadable: Annotated[bool, typer.Option(
+        help="Record unreadable images as invalid instead of stopping.")] = False,
+    autocast: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run the network once per image and init; store pooled activations of every layer."""
+    config = ExtractConfig(
+        data=data, store=store, model=model, inits=tuple(init or ("pretrained", "random:0")),
+        layers=_split_layers(layers or []), pool=pool.value, image_size=image_size,
+        device=device.value, batch_size=batch_size, workers=workers, dtype=dtype.value,
+        chunk_images=chunk_images, overwrite=overwrite, skip_unreadable=skip_unreadable,
+        autocast=autocast,
+    )
+    with RichProgress("images", enabled=not quiet) as progress:
+        ds = run_extract(config, progress)
+    meta = ds.attrs["featstore"]
+    Console(stderr=True).print(
+        f"stored {len(meta['layers'])} layers x {ds.sizes['init']} inits x "
+        f"{ds.sizes['image']} images in {store}"
+    )
+
+
+def layers_command(
+    model: Annotated[str | None, typer.Argument(help="Model name.")] = None,
+    list_models: Annotated[bool, typer.Option("--list", help="List the model names.")] = False,
+    all_modules: Annotated[bool, typer.Option("--all", help="List every module, not just 'auto'.")] = False,
+    image_size: Annotated[int | None, typer.Option(help="Input side for activation shapes.")] = None,
+) -> None:
+    """List a model's layer names (module paths) with unit counts, shallow to deep."""
+    console = Console()
+    if list_models or model is None:
+        for name in available_models():
+            console.print(name, highlight=False)
+        return
+    net, _ = build_model(model, parse_init("random:0"))
+    names = parse_layers(model, net, "auto")
+    if all_modules:
+        auto = set(names)
+        candidates = [n for n, _ in net.named_modules() if n]
+        names = parse_layers(model, net, candidates)
+    else:
+        auto = set(names)
+    size = default_transform(model, image_size).size
+    table = Table(title=f"{model} layers (input {size}x{size})")
+    table.add_column("#", justify="right")
+    table.add_column("layer")
+    table.add_column("units", justify="right")
+    table.add_column("activation map")
+    table.add_column("auto")
+    for i, info in enumerate(describe_layers(model, net, names, size)):
+        table.add_row(str(i), info.name, str(info.units), "x".join(map(str, info.shape)),
+                      "yes" if info.name in auto else "")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command("extract")(extract_command)
+    app.command("layers")(layers_command)

@@ -1,0 +1,64 @@
+"""Entry point of the ``featstore`` command.
+
+Every command parses its options into a config and calls one library function. Errors the user
+can fix print one line on stderr and exit with status 2; failures at run time exit with 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+
+from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
+
+from . import _extract
+
+app = typer.Typer(
+    name="featstore",
+    help="How much ImageNet knowledge transfers to pathology images, layer by layer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_extract.register(app)
+
+
+def _fail(message: str, status: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"featstore: error: {first}", file=sys.stderr)
+    sys.exit(status)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line; exit 0 on success, 2 for bad input or usage, 1 at run time."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="featstore",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        _fail(exc.format_message(), 2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print(
+            "featstore: interrupted; finished work is kept, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    except FeatstoreInputError as exc:
+        _fail(str(exc), 2)
+    except FeatstoreRuntimeError as exc:
+        _fail(str(exc), 1)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""featstore: how much off-the-shelf ImageNet knowledge transfers to pathology images, per layer.
+
+Extract pooled activations of every layer of a pretrained and a random-weight CNN once into a
+Zarr store (:func:`extract`), open it with xarray (:func:`open_store`), and probe it.
+"""
+
+from __future__ import annotations
+
+from .errors import FeatstoreError, FeatstoreInputError, FeatstoreRuntimeError
+from .extract import extract
+from .store import open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "extract",
+    "open_store",
+    "FeatstoreError",
+    "FeatstoreInputError",
+    "FeatstoreRuntimeError",
+]

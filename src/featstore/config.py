@@ -1,0 +1,144 @@
+"""Frozen, typed job configurations and the ``parse_*`` functions that normalize user input.
+
+Each ``parse_<thing>`` returns the normalized value or raises a :class:`FeatstoreInputError`
+naming the parameter, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FeatstoreInputError
+
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "ExtractConfig",
+    "parse_choice",
+    "parse_positive_int",
+    "parse_device",
+    "parse_store_url",
+]
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DTYPES: tuple[str, ...] = ("float32", "float16")
+
+
+def parse_choice(parameter: str, value: str, allowed: Sequence[str]) -> str:
+    """Return ``value`` when it is one of ``allowed``, else raise naming the choices."""
+    if value not in allowed:
+        raise FeatstoreInputError(
+            f"invalid {parameter} {value!r}; allowed: {', '.join(allowed)}"
+        )
+    return value
+
+
+def parse_positive_int(parameter: str, value: int, minimum: int = 1) -> int:
+    """Return ``value`` when it is an int >= ``minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FeatstoreInputError(f"invalid {parameter} {value!r}; must be an integer >= {minimum}")
+    return value
+
+
+def parse_device(value: str, cuda_available: bool) -> str:
+    """Resolve ``auto|cpu|cuda|cuda:N`` to a concrete torch device string.
+
+    Parameters
+    ----------
+    value : str
+        The requested device.
+    cuda_available : bool
+        Whether CUDA is usable on this machine.
+    """
+    if value == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if value == "cpu":
+        return "cpu"
+    if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
+        if not cuda_available:
+            raise FeatstoreInputError(
+                f"invalid --device {value!r}: no CUDA device is available here; use auto or cpu"
+            )
+        return value
+    raise FeatstoreInputError(f"invalid --device {value!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def parse_store_url(value: str) -> str:
+    """Normalize a store location: a local path or an fsspec URL (``memory://``, ``s3://``...)."""
+    text = str(value).strip()
+    if not text:
+        raise FeatstoreInputError("invalid --store '': give a directory path or an fsspec URL")
+    return text.rstrip("/") if "://" in text else text
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that defines one extraction job.
+
+    Only the *identity* fields (see :meth:`identity`) decide whether an existing store may be
+    resumed or extended; run-time fields (device, batch size, workers) may change between runs.
+
+    Attributes
+    ----------
+    data : str
+        ImageFolder directory or CSV manifest.
+    store : str
+        Store location (path or fsspec URL).
+    model : str
+        Model name (``featstore layers --list``).
+    inits : tuple of str
+        Init specs, e.g. ``("pretrained", "random:0")``.
+    layers : tuple of str
+        ``("auto",)`` or module paths.
+    pool : str
+        ``"avg"`` or ``"max"``.
+    image_size : int or None
+        Side length after resizing; None takes the model's standard size.
+    device, batch_size, workers : run-time settings.
+    dtype : str
+        Storage dtype, ``"float32"`` or ``"float16"``.
+    chunk_images : int
+        Images per store chunk along ``image``.
+    overwrite, skip_unreadable : bool
+        Replace a mismatched store; record unreadable images as invalid instead of stopping.
+    """
+
+    data: str
+    store: str
+    model: str = "efficientnet_lite0"
+    inits: tuple[str, ...] = ("pretrained", "random:0")
+    layers: tuple[str, ...] = ("auto",)
+    pool: str = "avg"
+    image_size: int | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int = 0
+    dtype: str = "float32"
+    chunk_images: int = 256
+    overwrite: bool = False
+    skip_unreadable: bool = False
+    autocast: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["inits"] = list(self.inits)
+        out["layers"] = list(self.layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExtractConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise FeatstoreInputError(f"unknown ExtractConfig field(s): {', '.join(unknown)}")
+        values = dict(data)
+        for key in ("inits", "layers"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)

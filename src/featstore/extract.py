@@ -1,0 +1,452 @@
+"""The extraction job: images -> network (once per image and init) -> pooled features in a store.
+
+This module wires the pure pieces together: :mod:`featstore.data` decodes and preprocesses,
+:mod:`featstore.activations` pools every chosen layer inside one forward pass, and
+:mod:`featstore.store` writes one image chunk of every layer at a time, then marks it done.
+A rerun resumes from the markers; a new init for the same configuration is appended.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import xarray as xr
+from torch.utils.data import DataLoader, Dataset
+
+from . import schema as S
+from .activations import POOLS, PooledExtractor
+from .config import DTYPES, ExtractConfig, parse_choice, parse_device, parse_positive_int, parse_store_url
+from .data import ImageSource, open_source, preprocess
+from .errors import (
+    FeatstoreInputError,
+    NotAStoreError,
+    StoreMismatchError,
+    UnknownModelError,
+    UnreadableImageError,
+)
+from .models import (
+    InitSpec,
+    TransformSpec,
+    available_models,
+    build_model,
+    default_transform,
+    describe_layers,
+    parse_init,
+    parse_layers,
+)
+from .store import (
+    FeatureStore,
+    LayerSpec,
+    StoreLayout,
+    creating_identity,
+    diff_identity,
+    open_store,
+    store_exists,
+)
+
+__all__ = ["ExtractProgress", "extract", "run_extract", "plan_layout", "library_versions"]
+
+
+class ExtractProgress(Protocol):
+    """Receives progress of an extraction (the CLI shows it as a rich progress bar)."""
+
+    def start(self, init: str, total_images: int) -> None:
+        """A new init begins; ``total_images`` images remain to be computed for it."""
+
+    def advance(self, images: int) -> None:
+        """``images`` more images were computed."""
+
+    def finish(self, init: str) -> None:
+        """The init is complete."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of featstore and the libraries that shape its results."""
+    names = ("featstore", "torch", "torchvision", "zarr", "numpy", "xarray", "dask",
+             "scikit-learn")
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+@dataclass(frozen=True)
+class _Plan:
+    config: ExtractConfig
+    source: ImageSource
+    layout: StoreLayout
+    layers: list[str]
+    inits: list[InitSpec]
+    transform: TransformSpec
+    device: str
+
+
+def _parse_config(config: ExtractConfig) -> tuple[list[InitSpec], str]:
+    parse_choice("--pool", config.pool, POOLS)
+    parse_choice("--dtype", config.dtype, DTYPES)
+    parse_positive_int("--batch-size", config.batch_size)
+    parse_positive_int("--chunk-images", config.chunk_images)
+    parse_positive_int("--workers", config.workers, minimum=0)
+    if config.image_size is not None:
+        parse_positive_int("--image-size", config.image_size, minimum=8)
+    if not config.inits:
+        raise FeatstoreInputError("no --init given; pass e.g. --init pretrained --init random:0")
+    specs: list[InitSpec] = []
+    for text in config.inits:
+        spec = parse_init(text)
+        if spec.name not in {s.name for s in specs}:
+            specs.append(spec)
+    models = available_models()
+    if config.model not in models:
+        import difflib
+
+        close = difflib.get_close_matches(config.model, models, n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model '{config.model}'{hint} `featstore layers --list` lists the models"
+        )
+    device = parse_device(config.device, torch.cuda.is_available())
+    return specs, device
+
+
+def plan_layout(config: ExtractConfig) -> _Plan:
+    """Validate a configuration and compute the store layout, without touching the store.
+
+    Raises
+    ------
+    FeatstoreInputError
+        For any bad option, missing data, unknown model or layer.
+    """
+    specs, device = _parse_config(config)
+    source = open_source(config.data)
+    transform = default_transform(config.model, config.image_size)
+    skeleton, _ = build_model(config.model, InitSpec(kind="random", seed=0))
+    layer_spec: str | Sequence[str] = "auto" if list(config.layers) == ["auto"] else config.layers
+    layers = parse_layers(config.model, skeleton, layer_spec)
+    infos = describe_layers(config.model, skeleton, layers, transform.size)
+    del skeleton
+    records = source.records
+    layout = StoreLayout(
+        model=config.model,
+        layers=tuple(LayerSpec(info.name, info.units, tuple(info.shape)) for info in infos),
+        transform=transform.to_dict(),
+        pool=config.pool,
+        dtype=config.dtype,
+        chunk_images=config.chunk_images,
+        classes=tuple(source.classes),
+        paths=tuple(r.path for r in records),
+        labels=tuple(r.label for r in records),
+        splits=tuple(str(r.split) for r in records) if source.has_splits else None,
+        data=source.describe(),
+    )
+    return _Plan(config, source, layout, layers, specs, transform, device)
+
+
+def _describe_diffs(stored: dict[str, Any], wanted: dict[str, Any], keys: list[str]) -> str:
+    parts = []
+    for key in keys[:3]:
+        if key in ("data_fingerprint", "n_images", "classes"):
+            parts.append("the images, labels or classes differ")
+        elif key in ("layers", "units"):
+            parts.append("the layers differ")
+        else:
+            parts.append(f"{key}: {stored.get(key)!r} in the store, {wanted.get(key)!r} requested")
+    return "; ".join(dict.fromkeys(parts))
+
+
+def _prepare_store(plan: _Plan, meta: dict[str, Any]) -> FeatureStore:
+    url = plan.config.store
+    wanted = plan.layout.description()
+    if not store_exists(url):
+        return FeatureStore.create(url, plan.layout, meta, [])
+    try:
+        store = FeatureStore.open(url, mode="r+")
+    except NotAStoreError:
+        creating = creating_identity(url)
+        if creating is not None and (plan.config.overwrite or not diff_identity(creating, wanted)):
+            return FeatureStore.create(url, plan.layout, meta, [])  # creation was interrupted
+        raise NotAStoreError(
+            f"'{url}' exists and is not a featstore store; nothing was changed; "
+            "choose another --store"
+        ) from None
+    stored = store.meta
+    diffs = diff_identity(stored, wanted)
+    if diffs:
+        if plan.config.overwrite:
+            return FeatureStore.create(url, plan.layout, meta, [])
+        raise StoreMismatchError(
+            f"store '{url}' was made with a different configuration "
+            f"({_describe_diffs(stored, wanted, diffs)}); nothing was changed; "
+            "use another --store, or --overwrite to replace it"
+        )
+    return store
+
+
+class _ImageDataset(Dataset[tuple[torch.Tensor, int, str]]):
+    """Decoded, preprocessed images; an unreadable image yields zeros and its error text."""
+
+    def __init__(self, source: ImageSource, transform: TransformSpec) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        t = self.transform
+        try:
+            image = self.source.load(index)
+        except UnreadableImageError as exc:
+            return torch.zeros(3, t.size, t.size), index, exc.reason
+        return preprocess(image, t.size, t.mean, t.std, t.interpolation), index, ""
+
+
+def _chunk_batches(chunks: Sequence[int], n_images: int, chunk_images: int,
+                   batch_size: int) -> list[list[int]]:
+    """Batches of image indices that never straddle a chunk boundary."""
+    batches = []
+    for chunk in chunks:
+        start, stop = S.chunk_bounds(chunk, n_images, chunk_images)
+        for first in range(start, stop, batch_size):
+            batches.append(list(range(first, min(first + batch_size, stop))))
+    return batches
+
+
+class _ChunkWriter:
+    """Writes finished chunks on a background thread so storage overlaps compute.
+
+    At most ``depth`` chunks wait in memory; :meth:`close` waits for all of them, so every chunk
+    handed over before an error or interrupt is written and marked done.
+    """
+
+    def __init__(self, store: FeatureStore, depth: int = 2) -> None:
+        self.store = store
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer")
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, init_index: int, chunk: int, features: dict[str, np.ndarray],
+               invalid: np.ndarray) -> None:
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(
+            self._pool.submit(self.store.write_chunk, init_index, chunk, features, invalid)
+        )
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _iterate_chunks(
+    extractor: PooledExtractor,
+    loader: DataLoader[Any],
+    chunks: Sequence[int],
+    n_images: int,
+    chunk_images: int,
+    device: str,
+    autocast: bool,
+) -> Iterator[tuple[int, dict[str, np.ndarray], list[tuple[int, str]], int]]:
+    """Yield (chunk, features, unreadable (index, message) pairs, rows) as chunks complete."""
+    chunk_iter = iter(chunks)
+    current = next(chunk_iter, None)
+    buffers: dict[str, list[np.ndarray]] = {name: [] for name in extractor.layers}
+    failures: list[tuple[int, str]] = []
+    filled = 0
+    use_cuda = device.startswith("cuda")
+    amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+           if (autocast and use_cuda) else nullcontext())
+    for batch, indices, errors in loader:
+        if use_cuda:
+            batch = batch.to(device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last)
+        with amp:
+            features = extractor(batch)
+        for name, values in features.items():
+            buffers[name].append(values)
+        for index, message in zip(indices.tolist(), errors, strict=True):
+            if message:
+                failures.append((int(index), message))
+        filled += len(indices)
+        assert current is not None
+        start, stop = S.chunk_bounds(current, n_images, chunk_images)
+        if filled == stop - start:
+            stacked = {name: np.concatenate(parts) for name, parts in buffers.items()}
+            yield current, stacked, failures, filled
+            buffers = {name: [] for name in extractor.layers}
+            failures = []
+            filled = 0
+            current = next(chunk_iter, None)
+
+
+def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None) -> xr.Dataset:
+    """Run an extraction job described by ``config``; see :func:`extract`."""
+    config = ExtractConfig(**{**config.__dict__, "store": parse_store_url(config.store)})
+    plan = plan_layout(config)
+    meta = {
+        "config": config.to_dict(),
+        "versions": library_versions(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    store = _prepare_store(plan, meta)
+    dataset = _ImageDataset(plan.source, plan.transform)
+    n_images, chunk_images = store.n_images, store.chunk_images
+    for spec in plan.inits:
+        if spec.name in store.init_names:
+            init_index = store.init_names.index(spec.name)
+            pending = store.pending_chunks(init_index)
+            if not pending:
+                continue
+        model, descriptor = build_model(config.model, spec)
+        if spec.name in store.init_names:
+            stored = next(d for d in store.meta["inits"] if d["name"] == spec.name)
+            if stored.get("sha256") != descriptor.get("sha256"):
+                raise StoreMismatchError(
+                    f"init '{spec.name}' in store '{config.store}' was made from weights with "
+                    f"sha256 {stored.get('sha256')}, now {descriptor.get('sha256')}; "
+                    "nothing was changed; use another --store or --overwrite"
+                )
+        else:
+            store.add_inits([descriptor])
+            init_index = store.init_names.index(spec.name)
+            pending = store.pending_chunks(init_index)
+        _extract_init(plan, store, dataset, model, init_index, spec.name, pending, progress)
+        del model
+    return open_store(config.store)
+
+
+def _extract_init(
+    plan: _Plan,
+    store: FeatureStore,
+    dataset: _ImageDataset,
+    model: torch.nn.Module,
+    init_index: int,
+    init_name: str,
+    pending: list[int],
+    progress: ExtractProgress | None,
+) -> None:
+    config = plan.config
+    n_images, chunk_images = store.n_images, store.chunk_images
+    model = model.to(plan.device)
+    if plan.device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    extractor = PooledExtractor(model, plan.layers, config.pool)
+    batches = _chunk_batches(pending, n_images, chunk_images, config.batch_size)
+    loader: DataLoader[Any] = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=config.workers,
+        pin_memory=plan.device.startswith("cuda"),
+        persistent_workers=False,
+    )
+    if progress is not None:
+        progress.start(init_name, sum(len(b) for b in batches))
+    writer = _ChunkWriter(store)
+    try:
+        for chunk, features, failures, rows in _iterate_chunks(
+            extractor, loader, pending, n_images, chunk_images, plan.device, config.autocast
+        ):
+            start, _ = S.chunk_bounds(chunk, n_images, chunk_images)
+            invalid = np.zeros(rows, dtype=bool)
+            if failures:
+                if not config.skip_unreadable:
+                    index, message = failures[0]
+                    raise UnreadableImageError(plan.source.records[index].path, message)
+                for index, _message in failures:
+                    invalid[index - start] = True
+                for name in features:
+                    features[name][invalid] = np.nan
+            writer.submit(init_index, chunk, features, invalid)
+            if progress is not None:
+                progress.advance(rows)
+    finally:
+        writer.close()
+    if progress is not None:
+        progress.finish(init_name)
+
+
+def extract(
+    data: str,
+    store: str,
+    *,
+    model: str = "efficientnet_lite0",
+    inits: Sequence[str] = ("pretrained", "random:0"),
+    layers: str | Sequence[str] = "auto",
+    pool: str = "avg",
+    image_size: int | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    dtype: str = "float32",
+    chunk_images: int = S.DEFAULT_CHUNK_IMAGES,
+    overwrite: bool = False,
+    skip_unreadable: bool = False,
+    autocast: bool = False,
+    progress: ExtractProgress | None = None,
+) -> xr.Dataset:
+    """Extract pooled activations of every chosen layer into a Zarr store.
+
+    The network runs once per image and init; every layer is pooled inside that forward pass.
+    Rerunning the same call resumes an interrupted job; adding an init appends it.
+
+    Parameters
+    ----------
+    data : str
+        ImageFolder directory (one subfolder per class) or CSV manifest ``path,label[,split]``.
+    store : str
+        Store path or fsspec URL (``memory://...``).
+    model : str
+        ``"efficientnet_lite0"`` or any torchvision classification model.
+    inits : sequence of str
+        ``"pretrained"``, ``"pretrained:WEIGHTS"``, ``"pretrained:PATH.pth"``, ``"random:SEED"``.
+    layers : "auto" or sequence of str
+        Block outputs (``"auto"``) or module paths.
+    pool : {"avg", "max"}
+        Global pooling of each activation map.
+    image_size : int, optional
+        Side length after resizing; default the model's standard size.
+    device : {"auto", "cpu", "cuda"}
+        Where the network runs; ``auto`` takes CUDA when present.
+    batch_size, workers : int
+        DataLoader batch size and worker processes.
+    dtype : {"float32", "float16"}
+        Storage dtype.
+    chunk_images : int
+        Images per store chunk.
+    overwrite : bool
+        Replace a store made with a different configuration.
+    skip_unreadable : bool
+        Record unreadable images in the ``valid`` mask (rows NaN) instead of stopping.
+    autocast : bool
+        bfloat16 autocast on CUDA.
+    progress : ExtractProgress, optional
+        Progress receiver.
+
+    Returns
+    -------
+    xarray.Dataset
+        The store opened lazily (see :func:`featstore.open_store`).
+    """
+    layer_tuple = (layers,) if isinstance(layers, str) else tuple(layers)
+    config = ExtractConfig(
+        data=str(data), store=str(store), model=model, inits=tuple(inits), layers=layer_tuple,
+        pool=pool, image_size=image_size, device=device, batch_size=batch_size, workers=workers,
+        dtype=dtype, chunk_images=chunk_images, overwrite=overwrite,
+        skip_unreadable=skip_unreadable, autocast=autocast,
+    )
+    return run_extract(config, progress)

@@ -1,0 +1,488 @@
+"""The only module that reads and writes Zarr: create, extend, write chunks, record progress, open.
+
+Layout of a store (schema version 1)::
+
+    STORE/                      Zarr v3 group, attrs["featstore"] = description (see DESIGN.md)
+      <layer var>               (init, image, unit_<var>) float32|float16, chunks (1, C, units)
+      init                      (init,)  str     e.g. "pretrained", "random:0"
+      image                     (image,) int64   0..n-1
+      label, path, split, valid (image,) coordinates
+      _featstore/done           (init, image chunk) bool, one Zarr chunk per marker
+      probes/...                probe results (written by featstore.sweep)
+
+Crash safety: a chunk's marker in ``_featstore/done`` is written only after every layer's data
+for that chunk has been written (and fsync'ed for local directories). Structure changes (create,
+add inits) finish by writing the root attributes, so an interrupted change is redone on the next
+run. Consolidated metadata is rewritten after each structure change so that
+``xarray.open_zarr(STORE)`` opens the store without warnings.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.storage
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from . import schema as S
+from .errors import NotAStoreError, StoreMismatchError
+
+__all__ = [
+    "LayerSpec",
+    "StoreLayout",
+    "FeatureStore",
+    "open_store",
+    "store_exists",
+    "default_compressors",
+]
+
+#: keys of the store description that must match for a store to be resumed or extended
+IDENTITY_KEYS: tuple[str, ...] = (
+    "schema_version",
+    "model",
+    "layers",
+    "units",
+    "transform",
+    "pool",
+    "dtype",
+    "chunk_images",
+    "classes",
+    "data_fingerprint",
+    "n_images",
+)
+_CREATING_KEY = "featstore_creating"
+
+
+def default_compressors() -> tuple[Any, ...]:
+    """Codecs for feature chunks: Blosc-zstd with byte shuffle, then a CRC32C checksum.
+
+    The checksum makes any flipped byte in a chunk fail loudly on read (``featstore verify``).
+    """
+    return (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec())
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One stored layer: module path, unit count and activation-map shape (no batch axis)."""
+
+    name: str
+    units: int
+    shape: tuple[int, ...]
+
+    @property
+    def var(self) -> str:
+        """Store variable name."""
+        return S.layer_to_var(self.name)
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Everything needed to create a store: shapes, coordinates and the identity of its rows.
+
+    Attributes
+    ----------
+    model : str
+        Model name.
+    layers : tuple of LayerSpec
+        Shallow to deep.
+    transform : dict
+        ``{"size", "interpolation", "mean", "std"}``.
+    pool, dtype : str
+        Pooling and storage dtype.
+    chunk_images : int
+        Images per chunk along ``image``.
+    classes : tuple of str
+        Class names (index = label).
+    paths : tuple of str
+        Image paths relative to the data root, in store order.
+    labels : tuple of int
+        Class index per image.
+    splits : tuple of str, or None
+        The data's own split per image, when it has one.
+    data : dict
+        Summary of the data source (kind, root, fingerprint...).
+    """
+
+    model: str
+    layers: tuple[LayerSpec, ...]
+    transform: Mapping[str, Any]
+    pool: str
+    dtype: str
+    chunk_images: int
+    classes: tuple[str, ...]
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    splits: tuple[str, ...] | None
+    data: Mapping[str, Any]
+
+    @property
+    def n_images(self) -> int:
+        return len(self.paths)
+
+    @property
+    def n_chunks(self) -> int:
+        return S.n_chunks(self.n_images, self.chunk_images)
+
+    def description(self) -> dict[str, Any]:
+        """The identity part of ``attrs["featstore"]``."""
+        return {
+            "schema_version": S.SCHEMA_VERSION,
+            "model": self.model,
+            "layers": [layer.var for layer in self.layers],
+            "layer_modules": {layer.var: layer.name for layer in self.layers},
+            "units": {layer.var: layer.units for layer in self.layers},
+            "transform": _jsonable(dict(self.transform)),
+            "pool": self.pool,
+            "dtype": self.dtype,
+            "chunk_images": self.chunk_images,
+            "classes": list(self.classes),
+            "data_fingerprint": self.data.get("fingerprint"),
+            "n_images": self.n_images,
+            "data": _jsonable(dict(self.data)),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _identity(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _jsonable(meta.get(key)) for key in IDENTITY_KEYS}
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _local_path(url: str) -> Path:
+    return Path(url[len("file://"):] if url.startswith("file://") else url)
+
+
+def store_exists(url: str) -> bool:
+    """Whether anything exists at ``url`` (a non-empty directory or a Zarr node)."""
+    if _is_local(url):
+        path = _local_path(url)
+        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+    try:
+        zarr.open_group(url, mode="r")
+        return True
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return False
+
+
+def _open_group(url: str, mode: str) -> zarr.Group:
+    return zarr.open_group(url, mode=mode, zarr_format=3, use_consolidated=False)  # type: ignore[arg-type]
+
+
+def _consolidate(group: zarr.Group) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        zarr.consolidate_metadata(group.store, path=group.path or None, zarr_format=3)
+
+
+class FeatureStore:
+    """Read-write handle on one feature store.
+
+    Use :meth:`open` for an existing store and :meth:`create` for a new one; the extraction job
+    then calls :meth:`pending_chunks`, :meth:`write_chunk` and :meth:`consolidate`.
+    """
+
+    def __init__(self, url: str, group: zarr.Group) -> None:
+        self.url = url
+        self.group = group
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, url: str, mode: str = "r") -> FeatureStore:
+        """Open an existing, fully created store.
+
+        Raises
+        ------
+        NotAStoreError
+            When nothing is there, or it is not a featstore store.
+        """
+        try:
+            group = _open_group(url, mode="r+" if mode != "r" else "r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError, KeyError, ValueError):
+            raise NotAStoreError(
+                f"'{url}' is not a featstore store (no Zarr group there); "
+                "create one with `featstore extract DATA --store STORE`"
+            ) from None
+        if S.ATTRS_KEY not in group.attrs:
+            raise NotAStoreError(
+                f"'{url}' is a Zarr group but not a featstore store (no '{S.ATTRS_KEY}' attribute); "
+                "create one with `featstore extract DATA --store STORE`"
+            )
+        return cls(url, group)
+
+    @classmethod
+    def create(cls, url: str, layout: StoreLayout, meta: Mapping[str, Any],
+               inits: Sequence[Mapping[str, Any]]) -> FeatureStore:
+        """Create a new store (replacing whatever was at ``url``).
+
+        Parameters
+        ----------
+        url : str
+            Location.
+        layout : StoreLayout
+            Shapes and coordinates.
+        meta : mapping
+            Extra description entries (config, versions...).
+        inits : sequence of dict
+            One descriptor per init (``name`` first).
+        """
+        group = zarr.open_group(url, mode="w", zarr_format=3)
+        description = {**layout.description(), **_jsonable(dict(meta)), "inits": []}
+        group.attrs[_CREATING_KEY] = _identity(description)
+        n_images = layout.n_images
+        image_chunk = layout.chunk_images
+        coords = [S.LABEL, S.PATH, S.VALID] + ([S.SPLIT] if layout.splits is not None else [])
+
+        image = group.create_array(S.IMAGE, shape=(n_images,), chunks=(n_images,), dtype="int64",
+                                   dimension_names=(S.IMAGE,))
+        image[:] = np.arange(n_images, dtype=np.int64)
+        label = group.create_array(S.LABEL, shape=(n_images,), chunks=(n_images,), dtype="int64",
+                                   dimension_names=(S.IMAGE,))
+        label[:] = np.asarray(layout.labels, dtype=np.int64)
+        path = group.create_array(S.PATH, shape=(n_images,), chunks=(n_images,), dtype=str,
+                                  dimension_names=(S.IMAGE,))
+        path[:] = np.asarray(layout.paths, dtype=object)
+        if layout.splits is not None:
+            split = group.create_array(S.SPLIT, shape=(n_images,), chunks=(n_images,), dtype=str,
+                                       dimension_names=(S.IMAGE,))
+            split[:] = np.asarray(layout.splits, dtype=object)
+        group.create_array(S.VALID, shape=(n_images,), chunks=(image_chunk,), dtype="bool",
+                           fill_value=True, dimension_names=(S.IMAGE,))
+        group.create_array(S.INIT, shape=(0,), chunks=(1,), dtype=str, dimension_names=(S.INIT,))
+        for layer in layout.layers:
+            array = group.create_array(
+                layer.var,
+                shape=(0, n_images, layer.units),
+                chunks=(1, image_chunk, layer.units),
+                dtype=layout.dtype,
+                fill_value=np.nan,
+                compressors=default_compressors(),
+                dimension_names=(S.INIT, S.IMAGE, S.unit_dim(layer.name)),
+            )
+            array.attrs.update({
+                "module": layer.name,
+                "shape": list(layer.shape),
+                "units": layer.units,
+                "coordinates": " ".join(coords),
+            })
+        internal = group.create_group(S.INTERNAL_GROUP)
+        internal.create_array(S.PROGRESS_ARRAY, shape=(0, layout.n_chunks), chunks=(1, 1),
+                              dtype="bool", fill_value=False)
+        attrs = dict(group.attrs)
+        attrs.pop(_CREATING_KEY, None)
+        attrs[S.ATTRS_KEY] = description
+        group.attrs.put(attrs)
+        store = cls(url, group)
+        store.add_inits(inits)
+        return store
+
+    # ------------------------------------------------------------------ description
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The store description ``attrs["featstore"]`` (a copy)."""
+        return dict(self.group.attrs[S.ATTRS_KEY])  # type: ignore[arg-type]
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must match for this store to be resumed or extended."""
+        return _identity(self.meta)
+
+    @property
+    def init_names(self) -> list[str]:
+        return [d["name"] for d in self.meta.get("inits", [])]
+
+    @property
+    def layer_vars(self) -> list[str]:
+        return list(self.meta["layers"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.meta["n_images"])
+
+    @property
+    def chunk_images(self) -> int:
+        return int(self.meta["chunk_images"])
+
+    @property
+    def n_chunks(self) -> int:
+        return S.n_chunks(self.n_images, self.chunk_images)
+
+    def _progress_array(self) -> zarr.Array:
+        return self.group[f"{S.INTERNAL_GROUP}/{S.PROGRESS_ARRAY}"]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ structure
+    def add_inits(self, inits: Sequence[Mapping[str, Any]]) -> None:
+        """Append inits along ``init`` (idempotent after an interruption).
+
+        Arrays are resized and the names written first; the description's ``inits`` list is
+        updated last, so an interrupted call is simply redone.
+        """
+        meta = self.meta
+        known = list(meta.get("inits", []))
+        new = [dict(d) for d in inits if d["name"] not in {k["name"] for k in known}]
+        if not new:
+            return
+        total = len(known) + len(new)
+        for var in meta["layers"]:
+            array = self.group[var]
+            array.resize((total, *array.shape[1:]))  # type: ignore[union-attr]
+        progress = self._progress_array()
+        progress.resize((total, progress.shape[1]))
+        names = self.group[S.INIT]
+        names.resize((total,))  # type: ignore[union-attr]
+        names[len(known):] = np.asarray([d["name"] for d in new], dtype=object)  # type: ignore[index]
+        meta["inits"] = [*known, *_jsonable(new)]
+        self.group.attrs[S.ATTRS_KEY] = meta
+        self.consolidate()
+
+    def consolidate(self) -> None:
+        """Rewrite consolidated metadata (after any change of shapes or attributes)."""
+        _consolidate(self.group)
+
+    def update_meta(self, **entries: Any) -> None:
+        """Merge entries into the description and reconsolidate."""
+        meta = self.meta
+        meta.update(_jsonable(entries))
+        self.group.attrs[S.ATTRS_KEY] = meta
+        self.consolidate()
+
+    # ------------------------------------------------------------------ progress
+    def progress(self) -> np.ndarray:
+        """Done markers, bool array of shape (n_inits, n_chunks)."""
+        progress = self._progress_array()
+        if progress.shape[0] == 0:
+            return np.zeros((0, self.n_chunks), dtype=bool)
+        return np.asarray(progress[:], dtype=bool)
+
+    def pending_chunks(self, init_index: int) -> list[int]:
+        """Chunk numbers of init ``init_index`` that are not yet written."""
+        row = np.asarray(self._progress_array()[init_index, :], dtype=bool)
+        return [int(c) for c in np.flatnonzero(~row)]
+
+    def is_complete(self, init_name: str | None = None) -> bool:
+        """Whether every chunk of one init (or of all inits) is written."""
+        done = self.progress()
+        if init_name is None:
+            return bool(done.size) and bool(done.all())
+        return bool(done[self.init_names.index(init_name)].all())
+
+    # ------------------------------------------------------------------ data
+    def write_chunk(self, init_index: int, chunk: int, features: Mapping[str, np.ndarray],
+                    invalid: np.ndarray | None = None) -> None:
+        """Write one image chunk of every layer for one init, then mark it done.
+
+        Parameters
+        ----------
+        init_index : int
+            Position along ``init``.
+        chunk : int
+            Image chunk number; rows ``[chunk * C, min((chunk + 1) * C, n))``.
+        features : mapping of str to ndarray
+            Layer module path -> array of shape (rows, units); every stored layer is required.
+        invalid : ndarray of bool, optional
+            Shape (rows,): images that could not be read (their rows hold NaN).
+        """
+        start, stop = S.chunk_bounds(chunk, self.n_images, self.chunk_images)
+        meta = self.meta
+        modules: dict[str, str] = meta["layer_modules"]
+        dtype = np.dtype(meta["dtype"])
+        for var in meta["layers"]:
+            block = np.asarray(features[modules[var]], dtype=dtype)
+            if block.shape[0] != stop - start:
+                raise ValueError(f"chunk {chunk} of {var}: {block.shape[0]} rows, "
+                                 f"expected {stop - start}")
+            self.group[var][init_index, start:stop, :] = block  # type: ignore[index]
+        if invalid is not None and invalid.any():
+            self.group[S.VALID][start:stop] = ~np.asarray(invalid, dtype=bool)  # type: ignore[index]
+        self._make_durable(init_index, chunk)
+        self._progress_array()[init_index, chunk] = True
+
+    def _make_durable(self, init_index: int, chunk: int) -> None:
+        """fsync the chunk files just written (local directories only)."""
+        if not _is_local(self.url):
+            return
+        root = _local_path(self.url)
+        files = [root / var / "c" / str(init_index) / str(chunk) / "0" for var in self.layer_vars]
+        files.append(root / S.VALID / "c" / str(chunk))
+        for file in files:
+            if file.exists():
+                fd = os.open(file, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def read_layer(self, var: str, init_index: int, rows: slice | None = None) -> np.ndarray:
+        """Read one layer of one init, array of shape (rows, units)."""
+        return np.asarray(self.group[var][init_index, rows or slice(None), :])  # type: ignore[index]
+
+    def valid_mask(self) -> np.ndarray:
+        """Bool array of shape (n_images,): False for images recorded as unreadable."""
+        return np.asarray(self.group[S.VALID][:], dtype=bool)  # type: ignore[index]
+
+
+def creating_identity(url: str) -> dict[str, Any] | None:
+    """Identity of a store whose creation was interrupted, or None."""
+    try:
+        group = _open_group(url, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError):
+        return None
+    value = group.attrs.get(_CREATING_KEY)
+    return dict(value) if isinstance(value, Mapping) and S.ATTRS_KEY not in group.attrs else None
+
+
+def diff_identity(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Names of identity fields that differ, in :data:`IDENTITY_KEYS` order."""
+    return [k for k in IDENTITY_KEYS if _jsonable(stored.get(k)) != _jsonable(wanted.get(k))]
+
+
+def open_store(url: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a feature store as a lazy :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    url : str or PathLike
+        Path or fsspec URL of the store.
+
+    Returns
+    -------
+    xarray.Dataset
+        One data variable per layer, dims ``("init", "image", "unit_<layer>")``; coordinates
+        ``init``, ``image``, ``label``, ``path``, ``valid`` and ``split`` when present;
+        ``attrs["featstore"]`` describes the store.
+
+    Raises
+    ------
+    NotAStoreError
+        When ``url`` is not a featstore store.
+    """
+    text = str(url)
+    FeatureStore.open(text)  # validates
+    try:
+        return xr.open_zarr(text, consolidated=True)
+    except (KeyError, ValueError, FileNotFoundError):
+        return xr.open_zarr(text, consolidated=False)
+
+
+def iter_layer_vars(meta: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    """Pairs (variable name, module path), shallow to deep."""
+    modules: Mapping[str, str] = meta["layer_modules"]
+    return [(var, modules[var]) for var in meta["layers"]]
