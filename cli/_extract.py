@@ -11,7 +11,7 @@ from rich.table import Table
 
 from featstore import schema as S
 from featstore.config import ExtractConfig
-from featstore.extract import run_extract
+from featstore.extraction import run_extract
 from featstore.models import (
     available_models,
     build_model,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
@@ -41,11 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             prog_name="featstore",
             standalone_mode=False,
         )
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.UsageError as exc:
-        _fail(exc.format_message(), 2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print(
             "featstore: interrupted; finished work is kept, rerun the same command to resume",
             file=sys.stderr,
@@ -55,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), 2)
     except FeatstoreRuntimeError as exc:
         _fail(str(exc), 1)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        message = message.replace("Value error, ", "")
+        _fail(message, int(getattr(exc, "exit_code", 2)))
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-LC25000 = SHARED_DATA / "lc25000_lung"
-
-# keep CPU runs reproducible and light on the 2-core CI machine
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-
-def make_image_folder(root: Path, classes: tuple[str, ...] = ("benign", "tumour"),
-                      per_class: int = 5, seed: int = 0) -> Path:
-    """Write a small ImageFolder of random RGB images of varied sizes; class 1 is brighter."""
-    rng = np.random.default_rng(seed)
-    for label, name in enumerate(classes):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            side = int(rng.integers(12, 40))
-            pixels = rng.integers(0, 160, size=(side, side, 3)) + 80 * label
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"img{i:03d}.png")
-    return root
-
+from helpers import make_image_folder
 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ Zarr store (:func:`extract`), open it with xarray (:func:`open_store`), and prob
 from __future__ import annotations
 
 from .errors import FeatstoreError, FeatstoreInputError, FeatstoreRuntimeError
-from .extract import extract
+from .extraction import extract
 from .store import open_store
 
 __version__ = "0.1.0"
