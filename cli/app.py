@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _extract
+from . import _datasets, _extract
 
 app = typer.Typer(
     name="featstore",
@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _extract.register(app)
+_datasets.register(app)
 
 
 def _fail(message: str, status: int) -> None:
