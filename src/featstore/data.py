@@ -679,7 +679,7 @@ def _check_image_array(
     path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype[Any], n_labels: int
 ) -> None:
     ok_shape = len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 2, 3, 4))
-    if not ok_shape or dtype.kind not in "uif" or dtype.kind == "b":
+    if not ok_shape or dtype.kind not in "uif":
         raise DataSourceError(
             f"'{path}' {key} has shape {shape} dtype {dtype}; expected numeric images of shape "
             "(n, height, width) or (n, height, width, channels)"

@@ -372,18 +372,23 @@ def fetch_dataset(
         ) from None
     mirror = base_url if base_url is not None else os.environ.get(ENV_MIRROR) or None
     report = progress if progress is not None else _Silent()
-    with _locked(folder, info.name):
-        ready = dataset_path(info, cache_dir)
-        if ready is not None:
-            return ready
-        for remote in info.files:
-            _fetch_file(remote, folder, mirror, timeout, report)
-        data = _locate_data(info, folder)
-        _write_json(folder / _READY, {
-            "name": info.name,
-            "data": data.relative_to(folder).as_posix(),
-            "files": _file_digests(info),
-        })
+    try:
+        with _locked(folder, info.name):
+            ready = dataset_path(info, cache_dir)
+            if ready is not None:
+                return ready
+            for remote in info.files:
+                _fetch_file(remote, folder, mirror, timeout, report)
+            data = _locate_data(info, folder)
+            _write_json(folder / _READY, {
+                "name": info.name,
+                "data": data.relative_to(folder).as_posix(),
+                "files": _file_digests(info),
+            })
+    except OSError as exc:  # network errors are converted where they happen: this is local
+        raise DatasetFetchError(
+            f"cannot write the dataset cache '{folder}': {exc.strerror or exc}"
+        ) from None
     return data
 
 
