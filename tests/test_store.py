@@ -55,9 +55,9 @@ def test_schema_v1_round_trip_through_xarray(store_url):
     store = FeatureStore.create(store_url, layout, {"versions": {"featstore": "x"}}, INITS)
     written = [fill(store, layout, i, seed=i) for i in range(2)]
     ds = xr.open_zarr(store_url)
-    assert set(ds.data_vars) == {"blocks-0", "conv1"}
+    assert set(ds.data_vars) == {"blocks.0", "conv1"}
     assert ds["conv1"].dims == ("init", "image", "unit_conv1")
-    assert ds["blocks-0"].dims == ("init", "image", "unit_blocks-0")
+    assert ds["blocks.0"].dims == ("init", "image", "unit_blocks.0")
     assert ds["conv1"].dtype == np.float32
     assert ds["conv1"].encoding["chunks"] == (1, 4, 3)
     assert list(ds["init"].values) == ["pretrained", "random:0"]
@@ -70,13 +70,13 @@ def test_schema_v1_round_trip_through_xarray(store_url):
         assert coord in ds.coords
     meta = ds.attrs["featstore"]
     assert meta["schema_version"] == 1
-    assert meta["layers"] == ["conv1", "blocks-0"]
+    assert meta["layers"] == ["conv1", "blocks.0"]
     assert [d["name"] for d in meta["inits"]] == ["pretrained", "random:0"]
-    assert ds["blocks-0"].attrs["module"] == "blocks.0"
-    assert ds["blocks-0"].attrs["shape"] == [5, 4, 4]
+    assert ds["blocks.0"].attrs["module"] == "blocks.0"
+    assert ds["blocks.0"].attrs["shape"] == [5, 4, 4]
     for i in range(2):
         np.testing.assert_array_equal(ds["conv1"].isel(init=i).values, written[i]["conv1"])
-        np.testing.assert_array_equal(ds["blocks-0"].isel(init=i).values, written[i]["blocks.0"])
+        np.testing.assert_array_equal(ds["blocks.0"].isel(init=i).values, written[i]["blocks.0"])
     assert store.is_complete()
     xr.testing.assert_identical(open_store(store_url).load(), ds.load())
 

@@ -3,7 +3,7 @@
 A store is a Zarr v3 group. Every extracted layer is an array with dimension names
 ``("init", "image", unit_dim(layer))``; coordinates ``init``, ``image``, ``label``, ``path``,
 ``split`` (optional) and ``valid`` live beside them. Layer names are torch module paths
-(``"blocks.3"``); the store names its variables with :func:`layer_to_var`, a reversible codec.
+(``"blocks.3"``); :func:`layer_to_var` maps them to variable names (one place for that rule).
 """
 
 from __future__ import annotations
@@ -51,14 +51,11 @@ PROBES_GROUP: Final = "probes"
 #: images per chunk along the image dimension (a multiple of the batch size is enforced)
 DEFAULT_CHUNK_IMAGES: Final = 256
 
-_SEP_MODULE: Final = "."
-_SEP_VAR: Final = "-"
-
-
 def layer_to_var(layer: str) -> str:
-    """Encode a torch module path as a store variable name.
+    """Store variable name of a layer: the torch module path itself.
 
-    Module names are Python identifiers or digits, so ``"."`` -> ``"-"`` is reversible.
+    Zarr v3 node names may hold ``.`` and ``-`` (RegNet's ``block1-0``), so module paths are
+    stored unchanged; only names Zarr cannot hold are refused.
 
     Parameters
     ----------
@@ -68,20 +65,25 @@ def layer_to_var(layer: str) -> str:
     Returns
     -------
     str
-        Variable name, e.g. ``"blocks-3"``.
+        Variable name, e.g. ``"blocks.3"``.
+
+    Raises
+    ------
+    ValueError
+        For an empty name, one containing ``/``, one starting with ``__`` or made only of dots.
     """
-    if not layer or _SEP_VAR in layer or "/" in layer:
+    if not layer or "/" in layer or layer.startswith("__") or not layer.strip("."):
         raise ValueError(f"layer name {layer!r} cannot be stored: it must be a non-empty module path")
-    return layer.replace(_SEP_MODULE, _SEP_VAR)
+    return layer
 
 
 def var_to_layer(var: str) -> str:
-    """Decode a store variable name back into the module path (inverse of :func:`layer_to_var`)."""
-    return var.replace(_SEP_VAR, _SEP_MODULE)
+    """Module path of a store variable (inverse of :func:`layer_to_var`)."""
+    return var
 
 
 def unit_dim(layer: str) -> str:
-    """Name of the unit (channel) dimension of a layer's variable, e.g. ``"unit_blocks-3"``."""
+    """Name of the unit (channel) dimension of a layer's variable, e.g. ``"unit_blocks.3"``."""
     return f"unit_{layer_to_var(layer)}"
 
 
