@@ -67,3 +67,10 @@ def test_bad_pool_and_layer(two_conv_net):
         PooledExtractor(two_conv_net, ["conv1"], "median")
     with pytest.raises(ValueError, match="layers not in model"):
         PooledExtractor(two_conv_net, ["conv9"], "avg")
+
+
+def test_channels_last_maps_pool_over_space():
+    maps = torch.randn(2, 5, 6, 3)  # (batch, h, w, channels), as Swin stages produce
+    got = pool_activation(maps, "avg", channel_axis=2)
+    np.testing.assert_allclose(got.numpy(), maps.mean(dim=(1, 2)).numpy(), rtol=1e-6)
+    assert pool_activation(maps, "max", channel_axis=-1).shape == (2, 3)

@@ -291,3 +291,18 @@ def test_real_tiles_pretrained_match_independent_efficientnet_lite0(tmp_path):
         got = ds[name].sel(init="pretrained").values
         rel = np.abs(got - want).max() / np.abs(want).max()
         assert rel < 1e-3, (name, rel)
+
+
+def test_torchvision_model_with_dashed_block_names(image_folder, tmp_path):
+    """RegNet blocks are called 'block1-0': stored under their module paths, values exact."""
+    ds = small_extract(image_folder, tmp_path / "r.zarr", model="regnet_y_400mf")
+    layers = ds.attrs["featstore"]["layers"]
+    assert layers[0] == "stem" and "trunk_output.block1.block1-0" in layers
+    model, _ = build_model("regnet_y_400mf", parse_init("random:0"))
+    transform = default_transform("regnet_y_400mf", SIZE)
+    source = open_source(image_folder)
+    batch = torch.stack([preprocess(source.load(i), SIZE, transform.mean, transform.std)
+                         for i in range(len(source))])
+    with torch.no_grad():
+        stem = model.stem(batch).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(ds["stem"].sel(init="random:0").values, stem, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ chosen layer needs it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -25,16 +25,21 @@ class _StopForward(Exception):
     """Raised by the deepest hook to skip the rest of the network."""
 
 
-def pool_activation(activation: torch.Tensor, pool: str) -> torch.Tensor:
-    """Pool an activation over its spatial (or token) axes.
+def pool_activation(activation: torch.Tensor, pool: str,
+                    channel_axis: int | None = None) -> torch.Tensor:
+    """Pool an activation over every axis but the batch and the channel axis.
 
     Parameters
     ----------
     activation : torch.Tensor
         Shape (batch, channels, *spatial) for convolutional maps, (batch, tokens, channels) for
-        transformer token sequences, or (batch, units) already flat.
+        transformer token sequences, (batch, h, w, channels) for channels-last maps (Swin), or
+        (batch, units) already flat.
     pool : {"avg", "max"}
         Global average or global max pooling.
+    channel_axis : int, optional
+        Axis of one image's activation (batch axis excluded) that holds the channels; default 0
+        for maps of 3 or more axes, the last axis for token sequences.
 
     Returns
     -------
@@ -44,10 +49,10 @@ def pool_activation(activation: torch.Tensor, pool: str) -> torch.Tensor:
     x = activation.float()
     if x.ndim == 2:
         return x
-    if x.ndim == 3:  # (batch, tokens, channels)
-        axes: tuple[int, ...] = (1,)
-    else:  # (batch, channels, h, w[, d])
-        axes = tuple(range(2, x.ndim))
+    if channel_axis is None:
+        channel_axis = 1 if x.ndim == 3 else 0  # (batch, tokens, C) or (batch, C, h, w[, d])
+    keep = channel_axis % (x.ndim - 1) + 1
+    axes = tuple(axis for axis in range(1, x.ndim) if axis != keep)
     if pool == "avg":
         return x.mean(dim=axes)
     if pool == "max":
@@ -66,6 +71,8 @@ class PooledExtractor:
         Module paths (``dict(model.named_modules())`` keys), shallow to deep.
     pool : {"avg", "max"}
         Global pooling applied inside the hook.
+    channel_axes : mapping of str to int, optional
+        Per layer, the channel axis of one image's activation (see :func:`pool_activation`).
 
     Examples
     --------
@@ -73,7 +80,8 @@ class PooledExtractor:
     >>> features = extractor(batch)  # {"stem": (n, 32) array, "head": (n, 1280) array}
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], pool: str = "avg") -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], pool: str = "avg",
+                 channel_axes: Mapping[str, int] | None = None) -> None:
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; allowed: {', '.join(POOLS)}")
         modules = dict(model.named_modules())
@@ -83,6 +91,7 @@ class PooledExtractor:
         self.model = model
         self.layers = list(layers)
         self.pool = pool
+        self.channel_axes = dict(channel_axes or {})
         self._modules = [modules[name] for name in self.layers]
         self.forward_calls = 0
 
@@ -108,7 +117,7 @@ class PooledExtractor:
             def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
                 if name in pooled:  # a module reused in the graph: keep its first call
                     return
-                pooled[name] = pool_activation(output, self.pool)
+                pooled[name] = pool_activation(output, self.pool, self.channel_axes.get(name))
                 remaining.discard(name)
                 if not remaining:
                     raise _StopForward

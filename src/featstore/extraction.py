@@ -140,7 +140,8 @@ def plan_layout(config: ExtractConfig) -> _Plan:
     records = source.records
     layout = StoreLayout(
         model=config.model,
-        layers=tuple(LayerSpec(info.name, info.units, tuple(info.shape)) for info in infos),
+        layers=tuple(LayerSpec(info.name, info.units, tuple(info.shape), info.channel_axis)
+                     for info in infos),
         transform=transform.to_dict(),
         pool=config.pool,
         dtype=config.dtype,
@@ -345,7 +346,8 @@ def _extract_init(
     model = model.to(plan.device)
     if plan.device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    extractor = PooledExtractor(model, plan.layers, config.pool)
+    channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
+    extractor = PooledExtractor(model, plan.layers, config.pool, channel_axes)
     batches = _chunk_batches(pending, n_images, chunk_images, config.batch_size)
     loader: DataLoader[Any] = DataLoader(
         dataset,

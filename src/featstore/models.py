@@ -326,11 +326,14 @@ class LayerInfo:
         Activation of one image, without the batch dimension: ``(C, H, W)`` for conv maps,
         ``(n_tokens, C)`` for transformer token sequences, ``(H, W, C)`` for Swin stages,
         ``(C,)`` for vectors.
+    channel_axis : int
+        Axis of ``shape`` that holds the units; pooling reduces every other axis.
     """
 
     name: str
     units: int
     shape: tuple[int, ...]
+    channel_axis: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -1160,18 +1163,25 @@ def parse_layers(model_name: str, model: nn.Module, spec: str | Sequence[str]) -
     return _in_network_order(model, selected)
 
 
-def _units(model: nn.Module, layer: str, shape: tuple[int, ...]) -> int:
-    if not shape:
-        return 1
+def _channel_axis(model: nn.Module, layer: str, shape: tuple[int, ...]) -> int:
+    """Axis of a one-image activation ``shape`` that holds the units."""
+    if len(shape) <= 1:
+        return 0
     if len(shape) == 2:  # token sequence (n_tokens, C)
-        return shape[-1]
+        return 1
     if (
         isinstance(model, tvm.SwinTransformer)
         and len(shape) == 3
         and layer.split(".")[0] in ("features", "norm")
     ):  # Swin keeps (H, W, C) until its final permute
-        return shape[-1]
-    return shape[0]
+        return len(shape) - 1
+    return 0
+
+
+def _units(model: nn.Module, layer: str, shape: tuple[int, ...]) -> int:
+    if not shape:
+        return 1
+    return shape[_channel_axis(model, layer, shape)]
 
 
 def describe_layers(
@@ -1248,5 +1258,6 @@ def describe_layers(
                 f"(`featstore layers {model_name}` lists them)"
             )
         shape = tuple(int(n) for n in seen[0].shape[1:])
-        infos.append(LayerInfo(name=layer, units=_units(model, layer, shape), shape=shape))
+        infos.append(LayerInfo(name=layer, units=_units(model, layer, shape), shape=shape,
+                               channel_axis=_channel_axis(model, layer, shape) if shape else 0))
     return infos

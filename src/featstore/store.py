@@ -20,6 +20,10 @@ run. Consolidated metadata is rewritten after each structure change so that
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +34,11 @@ import numpy as np
 import xarray as xr
 import zarr
 import zarr.storage
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from . import schema as S
 from .errors import NotAStoreError, StoreMismatchError
+from .lock import LOCK_KEY, LockInfo, lock_holder
 
 __all__ = [
     "LayerSpec",
@@ -59,6 +64,33 @@ IDENTITY_KEYS: tuple[str, ...] = (
     "n_images",
 )
 _CREATING_KEY = "featstore_creating"
+#: temporary files zarr's LocalStore writes before renaming them into place
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+_FAILPOINT_ENV = "FEATSTORE_FAILPOINTS"
+_failpoint_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Fault-injection hook for crash tests; does nothing unless ``FEATSTORE_FAILPOINTS`` is set.
+
+    ``FEATSTORE_FAILPOINTS="write_chunk.layer=kill@3,create.root=kill"`` makes this process
+    SIGKILL itself at the 3rd pass through ``write_chunk.layer`` and at the first pass through
+    ``create.root``; ``point=sleep:0.5`` sleeps there instead. The points are listed in
+    RELIABILITY.md.
+    """
+    spec = os.environ.get(_FAILPOINT_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        point, _, action = item.strip().partition("=")
+        if point != name:
+            continue
+        hits = _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
+        action = action or "kill"
+        if action.startswith("sleep:"):
+            time.sleep(float(action[len("sleep:"):]))
+        elif action == "kill" or (action.startswith("kill@") and hits == int(action[5:])):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def default_compressors() -> tuple[Any, ...]:
@@ -69,13 +101,20 @@ def default_compressors() -> tuple[Any, ...]:
     return (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec())
 
 
+def _checked_compressors() -> tuple[Any, ...]:
+    """Codecs for coordinates and progress markers: zstd, then a CRC32C checksum."""
+    return (ZstdCodec(level=3), Crc32cCodec())
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """One stored layer: module path, unit count and activation-map shape (no batch axis)."""
+    """One stored layer: module path, unit count, activation-map shape (no batch axis) and the
+    axis of that shape holding the units."""
 
     name: str
     units: int
     shape: tuple[int, ...]
+    channel_axis: int = 0
 
     @property
     def var(self) -> str:
@@ -172,11 +211,90 @@ def _local_path(url: str) -> Path:
     return Path(url[len("file://"):] if url.startswith("file://") else url)
 
 
+def _zarr_store(url: str, read_only: bool = False) -> Any:
+    """What zarr opens: a LocalStore for paths and ``file://`` URLs (atomic writes), else the URL."""
+    if _is_local(url):
+        return zarr.storage.LocalStore(_local_path(url), read_only=read_only)
+    return url
+
+
+def _is_bookkeeping(key: str) -> bool:
+    """Keys that do not make a store: the lock and temporary files of interrupted writes."""
+    return key == LOCK_KEY or bool(_PARTIAL.search(key))
+
+
+def _fs_root(url: str) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(url)
+    return fs, root.rstrip("/")
+
+
+def list_keys(url: str, prefix: str = "") -> list[str]:
+    """Every object key under ``prefix`` of the store at ``url``, relative to the store root.
+
+    Parameters
+    ----------
+    url : str
+        Store path or fsspec URL.
+    prefix : str
+        Key prefix without a trailing slash, e.g. ``"stem/c"``; ``""`` lists the whole store.
+
+    Returns
+    -------
+    list of str
+        Sorted keys such as ``"stem/c/0/3/0"``.
+    """
+    if _is_local(url):
+        root = _local_path(url)
+        base = root / prefix if prefix else root
+        if not base.is_dir():
+            return []
+        keys = []
+        for folder, _dirs, files in os.walk(base):
+            rel = Path(folder).relative_to(root).as_posix()
+            keys.extend(f if rel == "." else f"{rel}/{f}" for f in files)
+        return sorted(keys)
+    fs, root = _fs_root(url)
+    base = f"{root}/{prefix}" if prefix else root
+    try:
+        found = fs.find(base)
+    except FileNotFoundError:
+        return []
+    start = len(root.lstrip("/")) + 1
+    return sorted(str(p).lstrip("/")[start:] for p in found)
+
+
+def _delete_keys(url: str, keys: Iterable[str]) -> None:
+    if _is_local(url):
+        root = _local_path(url)
+        for key in keys:
+            (root / key).unlink(missing_ok=True)
+        return
+    fs, root = _fs_root(url)
+    for key in keys:
+        try:
+            fs.rm_file(f"{root}/{key}")
+        except FileNotFoundError:
+            pass
+
+
 def store_exists(url: str) -> bool:
-    """Whether anything exists at ``url`` (a non-empty directory or a Zarr node)."""
+    """Whether anything exists at ``url`` (a non-empty directory or a Zarr node).
+
+    A lock file or the temporary files of an interrupted first write do not count.
+    """
     if _is_local(url):
         path = _local_path(url)
-        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+        if not path.exists():
+            return False
+        if not path.is_dir():
+            return True
+        for folder, _dirs, files in os.walk(path):
+            rel = Path(folder).relative_to(path).as_posix()
+            if any(not _is_bookkeeping(f if rel == "." else f"{rel}/{f}") for f in files):
+                return True
+        return False
     try:
         zarr.open_group(url, mode="r")
         return True
@@ -184,8 +302,26 @@ def store_exists(url: str) -> bool:
         return False
 
 
+def _clear(url: str) -> None:
+    """Delete everything in the store except its lock; the root ``zarr.json`` goes last."""
+    keys = [k for k in list_keys(url) if k != LOCK_KEY]
+    root_meta = [k for k in keys if k == "zarr.json"]
+    _delete_keys(url, [k for k in keys if k != "zarr.json"])
+    _delete_keys(url, root_meta)
+    if _is_local(url):
+        root = _local_path(url)
+        for child in root.iterdir() if root.is_dir() else []:
+            if child.is_dir() and child.name != S.INTERNAL_GROUP:
+                shutil.rmtree(child, ignore_errors=True)
+        internal = root / S.INTERNAL_GROUP
+        for child in internal.iterdir() if internal.is_dir() else []:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+
+
 def _open_group(url: str, mode: str) -> zarr.Group:
-    return zarr.open_group(url, mode=mode, zarr_format=3, use_consolidated=False)  # type: ignore[arg-type]
+    return zarr.open_group(_zarr_store(url, read_only=mode == "r"), mode=mode,  # type: ignore[arg-type]
+                           zarr_format=3, use_consolidated=False)
 
 
 def _consolidate(group: zarr.Group) -> None:
@@ -281,6 +417,7 @@ class FeatureStore:
             array.attrs.update({
                 "module": layer.name,
                 "shape": list(layer.shape),
+                "channel_axis": layer.channel_axis,
                 "units": layer.units,
                 "coordinates": " ".join(coords),
             })
