@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _datasets, _extract
+from . import _datasets, _extract, _report
 
 app = typer.Typer(
     name="featstore",
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 _extract.register(app)
 _datasets.register(app)
+_report.register(app)
 
 
 def _fail(message: str, status: int) -> None:

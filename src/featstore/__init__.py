@@ -6,8 +6,11 @@ Zarr store (:func:`extract`), open it with xarray (:func:`open_store`), and prob
 
 from __future__ import annotations
 
+from .demo import run_demo
 from .errors import FeatstoreError, FeatstoreInputError, FeatstoreRuntimeError
 from .extraction import extract
+from .inspect import summarize_store
+from .report import write_report
 from .store import open_store
 
 __version__ = "0.1.0"
@@ -16,6 +19,9 @@ __all__ = [
     "__version__",
     "extract",
     "open_store",
+    "write_report",
+    "summarize_store",
+    "run_demo",
     "FeatstoreError",
     "FeatstoreInputError",
     "FeatstoreRuntimeError",
