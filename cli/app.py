@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _datasets, _extract, _report
+from . import _datasets, _extract, _probe, _report
 
 app = typer.Typer(
     name="featstore",
@@ -25,6 +25,7 @@ app = typer.Typer(
 _extract.register(app)
 _datasets.register(app)
 _report.register(app)
+_probe.register(app)
 
 
 def _fail(message: str, status: int) -> None:

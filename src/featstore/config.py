@@ -142,3 +142,79 @@ class ExtractConfig:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Everything that defines one probe sweep (``featstore probe``).
+
+    The *identity* fields (:meth:`identity`) decide whether stored results can be reused; the
+    run-time fields (``store``, ``scheduler``, ``force``) do not change the numbers.
+
+    Attributes
+    ----------
+    store : str
+        Store location (path or fsspec URL).
+    classifiers : tuple of str
+        Classifier specs, e.g. ``("logreg:C=0.01,0.1", "knn:k=5")`` (see
+        :func:`featstore.probe.parse_classifier`); stored resolved, one canonical name per row.
+    folds : int
+        Number of stratified folds (1 with ``split``).
+    seed : int
+        ``random_state`` of :class:`sklearn.model_selection.StratifiedKFold`.
+    split : bool
+        Use the store's ``split`` coordinate (train + val -> test) instead of K folds.
+    layers, inits : tuple of str, or None
+        Layer variable names / init names to probe; None takes all (stored resolved).
+    tol, max_iter : float, int
+        Stopping rule of the iterative solvers (logreg, linear-svm).
+    scheduler : str or None
+        None (local threads), ``"threads:N"``, ``"sync"``, ``"local:N"`` or ``"tcp://HOST:PORT"``.
+    force : bool
+        Recompute even when results of the same identity are stored.
+    """
+
+    store: str
+    classifiers: tuple[str, ...] = ("logreg",)
+    folds: int = 5
+    seed: int = 0
+    split: bool = False
+    layers: tuple[str, ...] | None = None
+    inits: tuple[str, ...] | None = None
+    tol: float = 1e-4
+    max_iter: int = 1000
+    scheduler: str | None = None
+    force: bool = False
+
+    #: fields that change the results
+    IDENTITY_FIELDS = ("classifiers", "folds", "seed", "split", "layers", "inits", "tol",
+                       "max_iter")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the results, JSON-able."""
+        data = self.to_dict()
+        return {key: data[key] for key in self.IDENTITY_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        for key in ("classifiers", "layers", "inits"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise FeatstoreInputError(f"unknown ProbeConfig field(s): {', '.join(unknown)}")
+        values = dict(data)
+        for key in ("classifiers", "layers", "inits"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+__all__ += ["ProbeConfig"]

@@ -1,0 +1,851 @@
+"""The probe sweep: classifiers x layers x inits x folds on a feature store, with dask.
+
+This module is the I/O and orchestration edge of probing; the compute lives in
+:mod:`featstore.probe` (fit/score one block) and :mod:`featstore.gain` (knowledge gain). It
+
+1. validates the request against the store (labels, classes, layers, inits, completeness) and
+   builds one :class:`~featstore.probe.FoldPlan` shared by every layer, init and classifier
+   (``StratifiedKFold(n_splits=K, shuffle=True, random_state=seed)`` over the usable images, or
+   the store's own split);
+2. reads features lazily (:func:`featstore.store.open_store`) and runs one dask task per
+   (init, layer) block, which loads the block once and evaluates every classifier and fold on
+   it. When every classifier can be fit from sufficient statistics (ridge, nearest centroid),
+   each block is instead processed chunk by chunk -- sums per chunk, a tree reduction, a
+   solve, and predictions per chunk -- so memory is bounded by the chunk size, not the number
+   of images;
+3. writes the results as an :class:`xarray.Dataset` into the store's ``probes/<run>`` group
+   (:func:`open_results` reads them back) and exports CSV tables.
+
+Schedulers: local threads by default; ``"threads:N"``; ``"sync"`` (no parallelism, for
+debugging); ``"local:N"`` starts a :class:`distributed.LocalCluster` of N single-threaded
+worker processes; ``"tcp://HOST:PORT"`` uses an existing dask.distributed scheduler (its
+workers must be able to read the store's path or URL). Every scheduler gives identical numbers.
+
+The results contract (dims, variables, coordinates) is documented in :func:`open_results`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from sklearn.model_selection import StratifiedKFold
+
+from . import schema as S
+from .config import ProbeConfig, parse_positive_int, parse_store_url
+from .errors import (
+    ProbeInputError,
+    StoreIncompleteError,
+    UnknownLayerError,
+)
+from .gain import check_gain_inits, init_kind
+from .probe import (
+    METRICS,
+    BlockResult,
+    ClassifierSpec,
+    FoldPlan,
+    chance_levels,
+    fit_from_stats,
+    fold_scores,
+    group_stats,
+    merge_stats,
+    parse_classifiers,
+    predict_from_stats,
+    probe_block,
+)
+from .store import FeatureStore, open_store
+
+__all__ = [
+    "ProbeProgress",
+    "RESULTS_ATTR",
+    "probe",
+    "run_probe",
+    "stored_run",
+    "open_results",
+    "list_runs",
+    "parse_scheduler",
+    "results_rows",
+    "gain_rows",
+    "write_results_csv",
+    "write_gain_csv",
+]
+
+#: attribute of a results group holding its description (written last: marks a complete run)
+RESULTS_ATTR: Final = "featstore_probe"
+#: bump when a change to the probe computation changes numbers (invalidates stored runs)
+_PROBE_FORMAT: Final = 1
+#: dimension names of the results
+CLASSIFIER: Final = "classifier"
+LAYER: Final = "layer"
+FOLD: Final = "fold"
+METRIC: Final = "metric"
+
+RESULTS_COLUMNS: Final = ("layer", "init", "classifier", "metric", "mean", "std", "n_folds",
+                          "chance")
+GAIN_COLUMNS: Final = ("layer", "classifier", "metric", "gain", "ci_low", "ci_high",
+                       "normalized_gain", "pretrained", "random")
+
+
+class ProbeProgress(Protocol):
+    """Receives progress of a sweep (the CLI shows it as a rich progress bar)."""
+
+    def start(self, name: str, total: int) -> None:
+        """The sweep begins; ``total`` (init, layer) blocks are to be probed."""
+
+    def advance(self, count: int) -> None:
+        """``count`` more blocks are done."""
+
+    def finish(self, name: str) -> None:
+        """The sweep is complete."""
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing and validation
+
+
+def parse_scheduler(value: str | None) -> tuple[str, int | str | None]:
+    """Normalize a ``--scheduler`` value.
+
+    Parameters
+    ----------
+    value : str or None
+        None or ``"threads"`` (local threads, one per core), ``"threads:N"``, ``"sync"``,
+        ``"local:N"`` (a LocalCluster of N worker processes) or ``"tcp://HOST:PORT"`` (an existing
+        dask.distributed scheduler; ``tls://`` and other distributed protocols work too).
+
+    Returns
+    -------
+    (kind, argument)
+        ``("threads", N or None)``, ``("sync", None)``, ``("local", N)`` or
+        ``("distributed", address)``.
+    """
+    allowed = "threads, threads:N, sync, local:N, tcp://HOST:PORT"
+    if value is None or value.strip() in ("", "threads"):
+        return "threads", None
+    text = value.strip()
+    if text in ("sync", "synchronous"):
+        return "sync", None
+    match = re.fullmatch(r"(threads|local):(\d+)", text)
+    if match:
+        return match.group(1), parse_positive_int(f"--scheduler {match.group(1)}:N",
+                                                  int(match.group(2)))
+    if re.fullmatch(r"[a-z][a-z0-9+]*://\S+", text):
+        return "distributed", text
+    raise ProbeInputError(f"invalid --scheduler {value!r}; allowed: {allowed}")
+
+
+def _split_names(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    names = tuple(p.strip() for v in values for p in str(v).split(",") if p.strip())
+    return names or None
+
+
+def _resolve_layers(meta: dict[str, Any], wanted: Sequence[str] | None) -> list[str]:
+    """Layer variable names in the store's shallow-to-deep order."""
+    stored: list[str] = list(meta["layers"])
+    if wanted is None:
+        return stored
+    modules: dict[str, str] = dict(meta.get("layer_modules", {}))
+    by_name = {**{v: v for v in stored}, **{modules.get(v, S.var_to_layer(v)): v for v in stored}}
+    chosen = set()
+    for name in wanted:
+        if name not in by_name:
+            known = ", ".join(modules.get(v, S.var_to_layer(v)) for v in stored)
+            raise UnknownLayerError(
+                f"unknown --layers value {name!r}; layers in this store: {known} "
+                "(`featstore info STORE` lists them)"
+            )
+        chosen.add(by_name[name])
+    return [v for v in stored if v in chosen]
+
+
+def _resolve_inits(names: list[str], wanted: Sequence[str] | None) -> list[str]:
+    if wanted is None:
+        if not names:
+            raise ProbeInputError("the store has no inits; run `featstore extract` first")
+        return list(names)
+    for name in wanted:
+        if name not in names:
+            raise ProbeInputError(
+                f"unknown --inits value {name!r}; inits in this store: {', '.join(names)}"
+            )
+    return [n for n in names if n in set(wanted)]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated sweep: resolved config, store handle, the fold plan and the run id."""
+
+    config: ProbeConfig
+    specs: tuple[ClassifierSpec, ...]
+    store: FeatureStore
+    dataset: xr.Dataset
+    layers: list[str]
+    inits: list[str]
+    scheduler: tuple[str, int | str | None]
+    run_id: str
+
+
+def _fingerprint(store: FeatureStore, inits: Sequence[str]) -> dict[str, Any]:
+    described = {d["name"]: d for d in store.meta.get("inits", [])}
+    return {"identity": store.identity(), "inits": [described.get(n, {"name": n}) for n in inits]}
+
+
+def _run_id(config: ProbeConfig, fingerprint: dict[str, Any]) -> str:
+    payload = json.dumps({"probe": config.identity(), "store": fingerprint,
+                          "format": _PROBE_FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
+    """Validate ``config`` against the store without reading any features."""
+    url = parse_store_url(config.store)
+    specs = parse_classifiers(config.classifiers)
+    scheduler = parse_scheduler(config.scheduler)
+    if not config.split:
+        parse_positive_int("--folds", config.folds, minimum=2)
+    if not (isinstance(config.tol, float | int) and config.tol > 0):
+        raise ProbeInputError(f"invalid tol {config.tol!r}; must be a number > 0")
+    parse_positive_int("max_iter", config.max_iter)
+    store = FeatureStore.open(url)
+    meta = store.meta
+    layers = _resolve_layers(meta, _split_names(config.layers))
+    inits = _resolve_inits(store.init_names, _split_names(config.inits))
+    if require_gain:
+        check_gain_inits(inits)
+    done = store.progress()
+    for name in inits:
+        row = done[store.init_names.index(name)]
+        if not row.all():
+            raise StoreIncompleteError(
+                f"store '{url}' is still being extracted: init {name!r} has "
+                f"{int(row.sum())} of {row.size} chunks; let `featstore extract` finish (rerun "
+                "it to resume), or pick complete inits with --inits"
+            )
+    ds = open_store(url)
+    resolved = replace(
+        config, store=url, classifiers=tuple(s.name for s in specs), layers=tuple(layers),
+        inits=tuple(inits), folds=1 if config.split else config.folds,
+        seed=config.seed,
+    )
+    return _Request(resolved, specs, store, ds, layers, inits, scheduler,
+                    _run_id(resolved, _fingerprint(store, inits)))
+
+
+def _usable(request: _Request, finite: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels, the usable-image mask and the class count; raises on unusable labels."""
+    ds = request.dataset
+    url = request.config.store
+    classes = list(request.store.meta.get("classes") or [])
+    if S.LABEL not in ds.coords:
+        raise ProbeInputError(f"store '{url}' has no labels ('{S.LABEL}' coordinate); "
+                              "extract from labelled data (ImageFolder or a manifest with labels)")
+    labels = np.asarray(ds[S.LABEL].values, dtype=np.int64)
+    valid = (np.asarray(ds[S.VALID].values, dtype=bool) if S.VALID in ds.coords
+             else np.ones(labels.shape, dtype=bool))
+    n_classes = max(len(classes), int(labels.max(initial=-1)) + 1)
+    labelled = (labels >= 0) & (labels < max(n_classes, 1))
+    if not labelled.any() or not classes:
+        raise ProbeInputError(f"store '{url}' has no labels; extract from labelled data "
+                              "(ImageFolder or a manifest with labels)")
+    used = valid & labelled & finite
+    present = np.unique(labels[used])
+    if present.size < 2:
+        which = ", ".join(classes[k] if k < len(classes) else str(k) for k in present) or "none"
+        raise ProbeInputError(
+            f"store '{url}' has {present.size} class among its usable images ({which}); "
+            "probing needs at least 2 classes"
+        )
+    return labels, used, n_classes
+
+
+def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
+               n_classes: int) -> FoldPlan:
+    config = request.config
+    classes = list(request.store.meta.get("classes") or [])
+    url = config.store
+    if config.split:
+        ds = request.dataset
+        if S.SPLIT not in ds.coords:
+            raise ProbeInputError(f"--split: store '{url}' has no '{S.SPLIT}' coordinate; "
+                                  "drop --split to use stratified K-fold")
+        split = np.array([str(v) for v in ds[S.SPLIT].values], dtype=object)
+        train = used & np.isin(split, ("train", "val"))
+        test = used & (split == "test")
+        if not test.any() or not train.any():
+            found = ", ".join(sorted(set(split[used].tolist())))
+            raise ProbeInputError(
+                f"--split needs usable images with split 'train' (or 'val') and 'test'; store "
+                f"'{url}' has: {found}"
+            )
+        if np.unique(labels[train]).size < 2:
+            raise ProbeInputError(f"--split: the training images of store '{url}' hold fewer "
+                                  "than 2 classes")
+        plan = FoldPlan.from_split(train, test, labels, n_classes)
+    else:
+        counts = np.bincount(labels[used], minlength=n_classes)
+        present = np.flatnonzero(counts)
+        smallest = present[np.argmin(counts[present])]
+        if config.folds > counts[smallest]:
+            name = classes[smallest] if smallest < len(classes) else str(smallest)
+            raise ProbeInputError(
+                f"--folds {config.folds} is larger than the smallest class ({name!r}: "
+                f"{counts[smallest]} usable images); use --folds {max(2, counts[smallest])} "
+                "or fewer" if counts[smallest] >= 2 else
+                f"--folds {config.folds}: class {name!r} has only {counts[smallest]} usable "
+                "image; every class needs at least 2"
+            )
+        rows = np.flatnonzero(used)
+        test_fold = np.full(labels.shape, -1, dtype=np.int64)
+        splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+        for fold, (_, test_rows) in enumerate(splitter.split(np.zeros(rows.size), labels[rows])):
+            test_fold[rows[test_rows]] = fold
+        plan = FoldPlan.from_test_fold(test_fold, labels, n_classes)
+    knn = [int(s.param("k")) for s in request.specs if s.kind == "knn"]
+    if knn:
+        smallest_train = min(int(plan.train_mask(f).sum()) for f in range(plan.n_folds))
+        if max(knn) > smallest_train:
+            raise ProbeInputError(
+                f"--classifier knn:k={max(knn)} exceeds the {smallest_train} training images "
+                f"of the smallest fold; use k <= {smallest_train}"
+            )
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+
+
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("featstore", "numpy", "scipy", "scikit-learn", "dask", "distributed", "xarray",
+                 "zarr"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+class _Runner:
+    """Computes dask collections on the chosen scheduler, reporting finished blocks."""
+
+    def __init__(self, kind: str, argument: int | str | None) -> None:
+        self.kind = kind
+        self.argument = argument
+        self.client: Any = None
+        self._cluster: Any = None
+
+    def __enter__(self) -> _Runner:
+        if self.kind in ("local", "distributed"):
+            from distributed import Client, LocalCluster
+
+            if self.kind == "local":
+                self._cluster = LocalCluster(n_workers=int(self.argument or 1),
+                                             threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self.client = Client(self._cluster, set_as_default=False)
+            else:
+                try:
+                    self.client = Client(str(self.argument), set_as_default=False, timeout="10s")
+                except OSError as exc:
+                    raise ProbeInputError(
+                        f"cannot reach dask scheduler --scheduler {self.argument!r}: {exc}; "
+                        "start one with `dask scheduler` and workers with `dask worker ADDRESS`"
+                    ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def compute(self, collection: Any) -> Any:
+        if self.client is not None:
+            return self.client.compute(collection).result()
+        if self.kind == "sync":
+            return dask.compute(collection, scheduler="sync")[0]
+        return dask.compute(collection, scheduler="threads",
+                            num_workers=self.argument)[0]
+
+    def compute_all(self, items: Sequence[Any], done: Callable[[], None]) -> list[Any]:
+        """Compute ``items`` (delayed objects), calling ``done()`` as each one finishes."""
+        if self.client is not None:
+            from distributed import as_completed
+
+            futures = self.client.compute(list(items))
+            for _ in as_completed(futures, loop=self.client.loop):
+                done()
+            return [f.result() for f in futures]
+        from dask.callbacks import Callback
+
+        final = {item.key for item in items}
+
+        def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if key in final:
+                done()
+
+        scheduler = "sync" if self.kind == "sync" else "threads"
+        with Callback(posttask=posttask):
+            return list(dask.compute(*items, scheduler=scheduler, num_workers=self.argument))
+
+
+def _block_task(block: np.ndarray, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
+                tol: float, max_iter: int, blas_threads: int | None) -> BlockResult:
+    if blas_threads is None:
+        return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+
+
+def _chunk_shift(chunk: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    rows = np.flatnonzero(groups >= 0)
+    if rows.size == 0:
+        return np.zeros(chunk.shape[1])
+    return np.asarray(chunk[rows], dtype=np.float64).mean(axis=0)
+
+
+def _chunk_stats(chunk: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
+                 n_classes: int, shift: np.ndarray, gram: bool) -> Any:
+    return group_stats(chunk, labels, groups, n_groups, n_classes, shift, gram)
+
+
+def _assemble_stats(parts: list[np.ndarray], plan: FoldPlan) -> BlockResult:
+    predictions = np.concatenate(parts, axis=1)
+    return BlockResult(predictions, fold_scores(predictions, plan),
+                       np.zeros(predictions.shape[0], dtype=np.int64))
+
+
+def _stats_graph(array: da.Array, plan: FoldPlan, specs: tuple[ClassifierSpec, ...]) -> Any:
+    """Chunked ridge / nearest-centroid: memory bounded by one chunk (plus d x d sums)."""
+    delayed = dask.delayed
+    chunks = array.to_delayed().ravel().tolist()
+    bounds = np.cumsum((0, *array.chunks[0]))
+    pieces = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    gram = any(s.kind == "ridge" for s in specs)
+    shift = delayed(_chunk_shift, pure=True)(chunks[0], plan.groups[: pieces[0][1]])
+    partial = [
+        delayed(_chunk_stats, pure=True)(chunk, plan.labels[a:b], plan.groups[a:b],
+                                         plan.n_groups, plan.n_classes, shift, gram)
+        for chunk, (a, b) in zip(chunks, pieces, strict=True)
+    ]
+    while len(partial) > 1:
+        partial = [delayed(merge_stats, pure=True)(partial[i], partial[i + 1])
+                   if i + 1 < len(partial) else partial[i] for i in range(0, len(partial), 2)]
+    models = delayed(fit_from_stats, pure=True)(partial[0], plan, specs)
+    predictions = [
+        delayed(predict_from_stats, pure=True)(models, chunk, plan.groups[a:b], plan, shift)
+        for chunk, (a, b) in zip(chunks, pieces, strict=True)
+    ]
+    return delayed(_assemble_stats, pure=True)(predictions, plan)
+
+
+def _finite_rows(request: _Request, runner: _Runner) -> np.ndarray:
+    """Bool array (n_images,): every selected layer and init is finite in that row."""
+    ds = request.dataset
+    positions = [request.store.init_names.index(n) for n in request.inits]
+    parts = []
+    for var in request.layers:
+        array = ds[var].data
+        for pos in positions:
+            parts.append(da.isfinite(array[pos]).all(axis=1))
+    return np.asarray(runner.compute(da.stack(parts).all(axis=0)), dtype=bool)
+
+
+def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, int], BlockResult],
+                     used: np.ndarray, excluded: dict[str, int]) -> xr.Dataset:
+    specs = request.specs
+    layers = request.layers
+    inits = request.inits
+    meta = request.store.meta
+    n_images = plan.groups.shape[0]
+    score = np.full((len(specs), len(layers), len(inits), plan.n_folds, len(METRICS)), np.nan)
+    prediction = np.full((len(specs), len(layers), len(inits), n_images), -1, dtype=np.int16)
+    unconverged: dict[str, int] = {}
+    for (i, j), result in blocks.items():
+        score[:, j, i] = result.scores
+        prediction[:, j, i] = result.predictions
+        for s, spec in enumerate(specs):
+            if result.unconverged[s]:
+                unconverged[spec.name] = unconverged.get(spec.name, 0) + int(result.unconverged[s])
+    test_fold = plan.test_fold().astype(np.int16)
+    modules = meta.get("layer_modules", {})
+    units = meta.get("units", {})
+    config = request.config
+    info = {
+        "config": config.to_dict(),
+        "run": request.run_id,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds"),
+        "versions": _library_versions(),
+        "classes": list(meta.get("classes") or []),
+        "n_images_used": int(used.sum()),
+        "excluded": excluded,
+        "unconverged": unconverged,
+        "store_model": meta.get("model"),
+        "chance_definition": "accuracy: majority-class rate; balanced_accuracy: 1/K; macro_f1: "
+                             "macro-F1 of always predicting the majority class, 2p/((1+p)K)",
+    }
+    obj = np.dtype(object)
+    return xr.Dataset(
+        {
+            "score": ((CLASSIFIER, LAYER, S.INIT, FOLD, METRIC), score),
+            "prediction": ((CLASSIFIER, LAYER, S.INIT, S.IMAGE), prediction),
+        },
+        coords={
+            CLASSIFIER: np.array([s.name for s in specs], dtype=obj),
+            LAYER: np.array(layers, dtype=obj),
+            S.INIT: np.array(inits, dtype=obj),
+            FOLD: np.arange(plan.n_folds, dtype=np.int64),
+            METRIC: np.array(METRICS, dtype=obj),
+            S.IMAGE: np.arange(n_images, dtype=np.int64),
+            S.LABEL: (S.IMAGE, plan.labels.astype(np.int64)),
+            "test_fold": (S.IMAGE, test_fold),
+            "chance": (METRIC, chance_levels(plan.labels[test_fold >= 0], plan.n_classes)),
+            "init_kind": (S.INIT, np.array([init_kind(n) for n in inits], dtype=obj)),
+            "layer_module": (LAYER, np.array([modules.get(v, S.var_to_layer(v)) for v in layers],
+                                             dtype=obj)),
+            "layer_units": (LAYER, np.array([int(units.get(v, request.dataset[v].shape[-1]))
+                                             for v in layers], dtype=np.int64)),
+        },
+        attrs={RESULTS_ATTR: info},
+    )
+
+
+def _group_path(run_id: str) -> str:
+    return f"{S.PROBES_GROUP}/{run_id}"
+
+
+def _write_results(url: str, results: xr.Dataset) -> None:
+    info = results.attrs[RESULTS_ATTR]
+    path = _group_path(info["run"])
+    body = results.copy()
+    body.attrs = {}
+    body.to_zarr(url, group=path, mode="w", zarr_format=3, consolidated=False)
+    # the description goes last: a run without it is incomplete and is never reused
+    group = zarr.open_group(url, path=path, mode="r+", zarr_format=3, use_consolidated=False)
+    group.attrs[RESULTS_ATTR] = info
+
+
+def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
+              require_gain: bool = False) -> xr.Dataset:
+    """Run (or reuse) the sweep described by ``config``; see :func:`probe`.
+
+    Parameters
+    ----------
+    config : ProbeConfig
+    progress : ProbeProgress, optional
+        Told the number of (init, layer) blocks, then each finished block.
+    require_gain : bool
+        Fail before computing when the selected inits cannot give a knowledge gain (no
+        ``pretrained`` or no ``random:*`` init).
+
+    Returns
+    -------
+    xarray.Dataset
+        The results, as :func:`open_results` returns them.
+    """
+    request = _prepare(config, require_gain=require_gain)
+    url = request.config.store
+    if not config.force and request.run_id in list_runs(url):
+        return open_results(url, request.run_id)
+    kind, argument = request.scheduler
+    everything = np.ones(request.store.n_images, dtype=bool)
+    _fold_plan(request, *_usable(request, everything))  # cheap checks before reading features
+    with _Runner(kind, argument) as runner, _blas_limits(kind, argument):
+        finite = _finite_rows(request, runner)
+        labels, used, n_classes = _usable(request, finite)
+        plan = _fold_plan(request, labels, used, n_classes)
+        ds = request.dataset
+        positions = [request.store.init_names.index(n) for n in request.inits]
+        stats_only = all(s.uses_stats for s in request.specs)
+        keys: list[tuple[int, int]] = []
+        tasks = []
+        plan_ref = dask.delayed(plan, pure=True) if runner.client is not None else plan
+        # a LocalCluster runs one single-threaded process per worker: one BLAS thread each
+        blas_threads = 1 if kind == "local" else None
+        for i, pos in enumerate(positions):
+            for j, var in enumerate(request.layers):
+                array = ds[var].data[pos]
+                if stats_only:
+                    task = _stats_graph(array, plan, request.specs)
+                else:
+                    task = dask.delayed(_block_task, pure=True)(
+                        array, plan_ref, request.specs, request.config.tol,
+                        request.config.max_iter, blas_threads)
+                keys.append((i, j))
+                tasks.append(task)
+        if progress is not None:
+            progress.start("probe", len(tasks))
+        outputs = runner.compute_all(tasks, (lambda: progress.advance(1)) if progress else _noop)
+        if progress is not None:
+            progress.finish("probe")
+    valid = (np.asarray(ds[S.VALID].values, dtype=bool) if S.VALID in ds.coords
+             else np.ones(labels.shape, dtype=bool))
+    excluded = {
+        "invalid": int((~valid).sum()),
+        "unlabelled": int((valid & (labels < 0)).sum()),
+        "non_finite": int((valid & (labels >= 0) & ~finite).sum()),
+    }
+    results = _results_dataset(request, plan, dict(zip(keys, outputs, strict=True)), used,
+                               excluded)
+    _write_results(url, results)
+    return open_results(url, request.run_id)
+
+
+def stored_run(config: ProbeConfig) -> str | None:
+    """The id of stored results for ``config`` (which a run without ``force`` reuses), or None."""
+    request = _prepare(config)
+    return request.run_id if request.run_id in list_runs(request.config.store) else None
+
+
+def _noop() -> None:
+    return None
+
+
+@contextmanager
+def _blas_limits(kind: str, argument: int | str | None) -> Iterator[None]:
+    """One BLAS thread per task when several local threads run tasks side by side."""
+    threads = argument if isinstance(argument, int) else (os.cpu_count() or 1)
+    if kind == "threads" and threads > 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    else:
+        yield
+
+
+def probe(
+    store: str | os.PathLike[str],
+    classifiers: Sequence[str] | str = ("logreg",),
+    folds: int = 5,
+    seed: int = 0,
+    split: bool = False,
+    layers: Sequence[str] | None = None,
+    inits: Sequence[str] | None = None,
+    scheduler: str | None = None,
+    force: bool = False,
+    progress: ProbeProgress | None = None,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> xr.Dataset:
+    """Fit classifiers on every layer and init of a feature store; return and store the results.
+
+    Each classifier is evaluated on the same folds for every layer and init (paired
+    comparisons): ``StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)`` over the
+    usable images -- valid, labelled, and finite in every selected layer and init -- or, with
+    ``split``, one fold that trains on the store's ``"train"`` and ``"val"`` images and tests on
+    its ``"test"`` images (the sweep selects no hyperparameters, so validation images are
+    training data). Features are standardized with training-fold statistics only.
+
+    A rerun with the same configuration on the same store returns the stored results without
+    computing (``force=True`` recomputes).
+
+    Parameters
+    ----------
+    store : str or PathLike
+        Feature store path or URL.
+    classifiers : sequence of str
+        Specs such as ``"logreg"``, ``"logreg:C=0.01,0.1,1,10"``, ``"linear-svm:C=1"``,
+        ``"ridge:alpha=1,10"``, ``"knn:k=5"``, ``"nearest-centroid"``
+        (:func:`featstore.probe.parse_classifier`).
+    folds : int
+        Number of folds (>= 2; at most the smallest class's count).
+    seed : int
+        Fold shuffling seed.
+    split : bool
+        Use the store's split instead of K folds.
+    layers, inits : sequence of str, optional
+        Subsets (layer module paths or variable names; init names); default all.
+    scheduler : str, optional
+        See :func:`parse_scheduler`.
+    force : bool
+        Recompute even if stored.
+    progress : ProbeProgress, optional
+    tol, max_iter : float, int
+        Stopping rule of logreg / linear-svm (gradient infinity norm, iterations).
+
+    Returns
+    -------
+    xarray.Dataset
+        See :func:`open_results`.
+
+    Raises
+    ------
+    FeatstoreInputError
+        (exit status 2 on the command line) for a path that is not a store, a store still being
+        extracted, no labels or a single class, unknown classifiers, layers or inits, more folds
+        than the smallest class has images.
+    """
+    config = ProbeConfig(
+        store=str(store),
+        classifiers=(classifiers,) if isinstance(classifiers, str) else tuple(classifiers),
+        folds=folds, seed=seed, split=split,
+        layers=None if layers is None else tuple(layers),
+        inits=None if inits is None else tuple(inits),
+        tol=tol, max_iter=max_iter, scheduler=scheduler, force=force,
+    )
+    return run_probe(config, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading results
+
+
+def list_runs(store: str | os.PathLike[str]) -> dict[str, str]:
+    """Complete probe runs of a store.
+
+    Returns
+    -------
+    dict
+        Run id -> creation time (ISO 8601), oldest first.
+    """
+    url = parse_store_url(str(store))
+    FeatureStore.open(url)
+    try:
+        group = zarr.open_group(url, path=S.PROBES_GROUP, mode="r", zarr_format=3,
+                                use_consolidated=False)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError,
+            zarr.errors.NodeTypeValidationError):
+        return {}
+    runs = {}
+    for name, child in group.groups():
+        info = child.attrs.get(RESULTS_ATTR)
+        if isinstance(info, dict):
+            runs[name] = str(info.get("created", ""))
+    return dict(sorted(runs.items(), key=lambda kv: (kv[1], kv[0])))
+
+
+def open_results(store: str | os.PathLike[str], run: str | None = None) -> xr.Dataset:
+    """Open stored probe results (the latest run by default).
+
+    The results contract:
+
+    * dims ``classifier`` (str, e.g. ``"logreg:C=1"``), ``layer`` (store variable names,
+      shallow to deep), ``init`` (str), ``fold`` (int, 0..K-1), ``metric`` (``"accuracy"``,
+      ``"balanced_accuracy"``, ``"macro_f1"``), ``image`` (int);
+    * ``score`` (classifier, layer, init, fold, metric) float64: the metric on the fold's test
+      images;
+    * ``prediction`` (classifier, layer, init, image) int16: the out-of-fold predicted label,
+      ``-1`` where the image is in no test fold or is not usable;
+    * coords ``label`` (image) int64, ``test_fold`` (image) int16 (``-1``: none), ``chance``
+      (metric) float64 (accuracy: majority-class rate; balanced accuracy: 1/K; macro-F1: that
+      of always predicting the majority class, ``2p / ((1 + p) K)``; over the tested images),
+      ``init_kind`` (init) ``"pretrained"``/``"random"``, ``layer_module`` (layer) str,
+      ``layer_units`` (layer) int;
+    * ``attrs["featstore_probe"]``: ``config`` (:meth:`ProbeConfig.to_dict`, resolved), ``run``,
+      ``created``, ``versions``, ``classes``, ``n_images_used``, ``excluded`` (counts of
+      invalid, unlabelled and non-finite images), ``unconverged`` (per classifier, folds whose
+      solver hit ``max_iter``).
+
+    Parameters
+    ----------
+    store : str or PathLike
+    run : str, optional
+        Run id (see :func:`list_runs`); default the most recent.
+
+    Returns
+    -------
+    xarray.Dataset
+        Loaded into memory.
+
+    Raises
+    ------
+    ProbeInputError
+        No stored results, or an unknown run id.
+    """
+    url = parse_store_url(str(store))
+    runs = list_runs(url)
+    if not runs:
+        raise ProbeInputError(f"store '{url}' holds no probe results; run `featstore probe "
+                              f"{url}` first")
+    if run is None:
+        run = next(reversed(runs))
+    elif run not in runs:
+        raise ProbeInputError(f"unknown probe run {run!r} in '{url}'; runs: {', '.join(runs)}")
+    with xr.open_dataset(url, engine="zarr", group=_group_path(run), consolidated=False,
+                         chunks=None) as ds:
+        results = ds.load()
+    info = zarr.open_group(url, path=_group_path(run), mode="r", zarr_format=3,
+                           use_consolidated=False).attrs[RESULTS_ATTR]
+    results.attrs = {RESULTS_ATTR: info}
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def results_rows(results: xr.Dataset) -> list[dict[str, Any]]:
+    """One row per (layer, init, classifier, metric): fold mean, std (ddof 0), folds, chance."""
+    score = results["score"].transpose(LAYER, S.INIT, CLASSIFIER, METRIC, FOLD).values
+    chance = results["chance"].values
+    rows = []
+    for j, layer in enumerate(results[LAYER].values):
+        for i, init in enumerate(results[S.INIT].values):
+            for c, clf in enumerate(results[CLASSIFIER].values):
+                for m, metric in enumerate(results[METRIC].values):
+                    values = score[j, i, c, m]
+                    rows.append({
+                        "layer": str(layer), "init": str(init), "classifier": str(clf),
+                        "metric": str(metric), "mean": float(np.mean(values)),
+                        "std": float(np.std(values)), "n_folds": int(values.size),
+                        "chance": float(chance[m]),
+                    })
+    return rows
+
+
+def gain_rows(gain: xr.Dataset) -> list[dict[str, Any]]:
+    """One row per (layer, classifier, metric) of :func:`featstore.knowledge_gain` output."""
+    names = ("gain", "ci_low", "ci_high", "normalized_gain", "pretrained", "random")
+    data = {n: gain[n].transpose(LAYER, CLASSIFIER, METRIC).values for n in names}
+    rows = []
+    for j, layer in enumerate(gain[LAYER].values):
+        for c, clf in enumerate(gain[CLASSIFIER].values):
+            for m, metric in enumerate(gain[METRIC].values):
+                row: dict[str, Any] = {"layer": str(layer), "classifier": str(clf),
+                                       "metric": str(metric)}
+                row.update({n: float(data[n][j, c, m]) for n in names})
+                rows.append(row)
+    return rows
+
+
+def _write_csv(path: str | os.PathLike[str], columns: Sequence[str],
+               rows: list[dict[str, Any]]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_results_csv(results: xr.Dataset, path: str | os.PathLike[str]) -> None:
+    """Write ``layer, init, classifier, metric, mean, std, n_folds, chance`` rows to ``path``."""
+    _write_csv(path, RESULTS_COLUMNS, results_rows(results))
+
+
+def write_gain_csv(gain: xr.Dataset, path: str | os.PathLike[str]) -> None:
+    """Write ``layer, classifier, metric, gain, ci_low, ci_high, normalized_gain, pretrained,
+    random`` rows to ``path``."""
+    _write_csv(path, GAIN_COLUMNS, gain_rows(gain))

@@ -1,0 +1,118 @@
+"""``featstore probe`` on the command line: outputs, reuse, and one-line errors with status 2."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from featstore.cli.app import main
+
+from _probe_data import make_store
+from featstore import schema as S
+from featstore.sweep import open_results
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_store(tmp_path_factory.mktemp("cli") / "store.zarr", per_class=(20, 20, 20))
+
+
+def test_probe_writes_tables_and_csvs(store: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out_csv, gain_csv = tmp_path / "r.csv", tmp_path / "g.csv"
+    code, out, err = run(["probe", store, "--classifier", "ridge:alpha=1,10", "-c",
+                          "nearest-centroid", "--folds", "3", "--seed", "1", "--quiet",
+                          "--n-boot", "100", "--out", str(out_csv), "--gain-out", str(gain_csv)],
+                         capsys)
+    assert code == 0, err
+    assert "ridge:alpha=1 accuracy (3 folds, 60 images" in out
+    for word in ("pretrained", "random", "gain", "95% CI", "head"):
+        assert word in out
+    with out_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["layer", "init", "classifier", "metric", "mean", "std", "n_folds",
+                             "chance"]
+    assert len(rows) == 3 * 2 * 3 * 3  # layers x inits x classifiers x metrics
+    with gain_csv.open() as handle:
+        gains = list(csv.DictReader(handle))
+    assert list(gains[0]) == ["layer", "classifier", "metric", "gain", "ci_low", "ci_high",
+                              "normalized_gain", "pretrained", "random"]
+    assert len(gains) == 3 * 3 * 3
+    for row in gains:
+        assert float(row["ci_low"]) <= float(row["gain"]) <= float(row["ci_high"])
+        assert float(row["gain"]) == pytest.approx(float(row["pretrained"]) - float(row["random"]))
+    results = open_results(store)
+    assert results.attrs["featstore_probe"]["config"]["seed"] == 1
+
+
+def test_rerun_reuses_and_force_recomputes(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["probe", store, "-c", "nearest-centroid", "--folds", "4", "--quiet", "--n-boot", "20"]
+    code, _, err = run(argv, capsys)
+    assert code == 0 and "reusing" not in err
+    created = open_results(store).attrs["featstore_probe"]["created"]
+    code, _, err = run(argv, capsys)
+    assert code == 0
+    assert "reusing stored results" in err
+    assert open_results(store).attrs["featstore_probe"]["created"] == created
+    code, _, err = run([*argv, "--force"], capsys)
+    assert code == 0 and "reusing" not in err
+    assert open_results(store).attrs["featstore_probe"]["created"] != created
+
+
+def test_without_random_init_shows_scores_per_init(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_store(tmp_path / "pre.zarr", per_class=(8, 8), inits=("pretrained",))
+    code, out, err = run(["probe", path, "-c", "ridge", "--folds", "2", "-q"], capsys)
+    assert code == 0
+    assert "no knowledge gain: knowledge gain needs at least one random init" in err
+    assert "pretrained" in out
+
+
+def _store_variants(tmp: Path) -> dict[str, str]:
+    partial = make_store(tmp / "partial.zarr", per_class=(8, 8), complete=False)
+    one = make_store(tmp / "one.zarr", per_class=(9,))
+    unlabelled = make_store(tmp / "unlabelled.zarr", per_class=(6, 6))
+    zarr.open_group(unlabelled, mode="r+", use_consolidated=False)[S.LABEL][:] = -1
+    small = make_store(tmp / "small.zarr", per_class=(3, 8))
+    pre = make_store(tmp / "pre.zarr", per_class=(6, 6), inits=("pretrained",))
+    return {"partial": partial, "one": one, "unlabelled": unlabelled, "small": small, "pre": pre}
+
+
+def test_bad_input_exits_2_with_one_line(store: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    stores = _store_variants(tmp_path)
+    cases = [
+        (["probe", str(tmp_path / "missing")], "is not a featstore store"),
+        (["probe", stores["partial"]], "is still being extracted: init 'random:0'"),
+        (["probe", stores["one"]], "has 1 class among its usable images"),
+        (["probe", stores["unlabelled"]], "has no labels"),
+        (["probe", stores["small"]], "--folds 5 is larger than the smallest class"),
+        (["probe", store, "-c", "svm"], "unknown --classifier 'svm'; allowed: logreg"),
+        (["probe", store, "-c", "logreg:gamma=2"], "unknown parameter 'gamma'"),
+        (["probe", store, "--layers", "layer9"], "unknown --layers value 'layer9'"),
+        (["probe", store, "--inits", "random:9"], "unknown --inits value 'random:9'"),
+        (["probe", store, "--scheduler", "cluster"], "invalid --scheduler 'cluster'"),
+        (["probe", stores["pre"], "--folds", "2", "--gain-out", str(tmp_path / "g.csv")],
+         "knowledge gain needs at least one random init"),
+        (["probe", store, "--folds", "x"], "Invalid value for '--folds'"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(argv, capsys)
+        assert code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (argv, err)
+        assert lines[0].startswith("featstore: error: ")
+        assert message in lines[0], (argv, lines[0])
+        assert "Traceback" not in err
+    assert not (tmp_path / "g.csv").exists()
+    assert np.all(np.asarray(zarr.open_group(stores["pre"], mode="r")["label"][:]) >= 0)
