@@ -306,3 +306,9 @@ def test_report_command_bad_inputs(probed_store: str, tmp_path: Path,
     assert "unknown probe run 'r0'" in _fails(
         ["report", probed_store, "--out", out, "--run", "r0"], capsys)
     assert not (tmp_path / "r").exists()  # nothing written on bad input
+
+
+def test_figures_use_the_agg_canvas(results) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    assert isinstance(R.plot_scores(results, CLF).canvas, FigureCanvasAgg)

@@ -14,8 +14,8 @@ objects, table rows and Markdown/HTML text; they open, print and save nothing. O
 - ``results.csv`` (fold mean and spread per layer, init, classifier and metric), ``gain.csv``,
   ``report.md`` and ``report.html``.
 
-Figures are drawn on :class:`matplotlib.figure.Figure` directly (no pyplot, no global backend
-state), which renders PNGs with the Agg canvas.
+Figures are :class:`matplotlib.figure.Figure` objects on their own Agg canvas (no pyplot, no
+global backend state; works on headless machines).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from torch import nn
@@ -236,6 +237,13 @@ def _depth_axis(ax: Axes, labels: Sequence[str]) -> None:
     ax.grid(True, axis="y", alpha=0.3)
 
 
+def _new_figure(size: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas: no pyplot, no global backend, nothing shown."""
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _legend(fig: Figure, ax: Axes) -> None:
     """One legend below the axes, so that it never hides data."""
     handles, labels = ax.get_legend_handles_labels()
@@ -284,7 +292,7 @@ def plot_scores(results: xr.Dataset, classifier: str, metric: str = "accuracy",
     summary = score_summary(results, classifier, metric, confidence)
     labels = _layer_labels(results)
     x = np.arange(len(labels))
-    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
+    fig = _new_figure((9.5, 5.2))
     ax = fig.add_subplot()
     random_index = 0
     spans: list[float] = []
@@ -361,7 +369,7 @@ def plot_gain(gain: xr.Dataset, classifier: str, metric: str = "accuracy",
     layers = _values(gain, "layer")
     x = np.arange(len(labels))
     values = np.asarray(sel["gain"].values, dtype=np.float64)
-    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
+    fig = _new_figure((9.5, 5.2))
     ax = fig.add_subplot()
     ax.fill_between(x, sel["ci_low"].values, sel["ci_high"].values, color=GAIN_COLOR, alpha=0.2,
                     linewidth=0, label="95% bootstrap CI" if "confidence" not in gain.attrs
@@ -423,7 +431,7 @@ def plot_gain_vs_parameters(gain: xr.Dataset, parameters: Mapping[str, int], cla
     y = np.asarray(sel["gain"].values, dtype=np.float64)
     low = y - np.asarray(sel["ci_low"].values, dtype=np.float64)
     high = np.asarray(sel["ci_high"].values, dtype=np.float64) - y
-    fig = Figure(figsize=(8.5, 5.2), layout="constrained")
+    fig = _new_figure((8.5, 5.2))
     ax = fig.add_subplot()
     ax.errorbar(x, y, yerr=np.vstack([np.clip(low, 0, None), np.clip(high, 0, None)]), fmt="-o",
                 color=GAIN_COLOR, ecolor=GAIN_COLOR, elinewidth=1, capsize=2, markersize=4,
@@ -693,7 +701,7 @@ def report_blocks(inputs: ReportInputs) -> list[Block]:
             blocks.append(Block("image", captions[role], src=inputs.figures[role]))
     blocks.append(Block("heading", f"Per-layer results ({inputs.classifier}, {metric_name})"))
     header = ("#", "layer", "units", "params up to layer", "pretrained", "random", "gain",
-              f"gain {inputs.confidence:.0%} CI", "normalized gain", "")
+              f"gain {inputs.confidence:.0%} CI", "normalized gain", "note")
     table_rows = []
     for i, row in enumerate(rows):
         mark = " ".join(m for m, on in (("best", row["best"]), ("sweet spot", row["sweet_spot"]))
