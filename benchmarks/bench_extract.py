@@ -1,4 +1,4 @@
-"""Extraction overhead: `featstore extract` against a bare forward loop, and against one pass per layer.
+"""Extraction overhead: `featstore extract` vs a bare forward loop, and vs one pass per layer.
 
 Baseline (the "bare loop"): the same images, the same decode + preprocess (featstore's dataset
 class), the same DataLoader batch size and worker count, the same models and threads; the forward
@@ -8,7 +8,10 @@ hooks and writes every chunk to Zarr (compressed, checksummed, fsync'ed, progres
 The per-layer alternative (tools that take one layer per call) runs one full forward pass per layer;
 it is timed on a smaller subset and reported as a ratio.
 
-    .venv/bin/python benchmarks/bench_extract.py            # 1002 real tiles, 3 repeats
+On this project's 2-core CPU, efficientnet_lite0 at 224 px runs at ~5 images/s, so one repeat
+(bare + featstore, 1002 tiles x 2 inits each) takes ~12 minutes: the full run does 2 repeats.
+
+    .venv/bin/python benchmarks/bench_extract.py            # 1002 real tiles, 2 repeats
     .venv/bin/python benchmarks/bench_extract.py --quick    # 99 tiles, 1 repeat
 """
 
@@ -23,12 +26,11 @@ import torch
 from torch.utils.data import DataLoader
 
 import featstore
+from _common import LoadLog, md_table, median, spread, tile_subset, timed, write_section
 from featstore.activations import PooledExtractor
 from featstore.data import open_source
 from featstore.extraction import _ImageDataset
 from featstore.models import build_model, default_transform, parse_init, parse_layers
-
-from _common import median, timed, tile_subset, write_section
 
 MODEL = "efficientnet_lite0"
 INITS = ("pretrained", "random:0")
@@ -71,7 +73,7 @@ def per_layer_ratio(data: Path, batch_size: int) -> tuple[float, float, int]:
         for layer in layers:  # the full network per layer, as one-layer-per-call tools run it
             kept: list[torch.Tensor] = []
             handle = modules[layer].register_forward_hook(
-                lambda _m, _i, out: kept.append(out.mean(dim=(2, 3))))
+                lambda _m, _i, out, kept=kept: kept.append(out.mean(dim=(2, 3))))
             with torch.inference_mode():
                 for batch in batches:
                     model(batch)
@@ -82,48 +84,63 @@ def per_layer_ratio(data: Path, batch_size: int) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="99 tiles, 1 repeat")
+    parser.add_argument("--quick", action="store_true",
+                        help="99 tiles, 1 repeat; writes RESULTS-quick.md")
     parser.add_argument("--per-class", type=int, default=334, help="tiles per class (3 classes)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--per-layer-per-class", type=int, default=10,
+                        help="tiles per class for the one-pass-per-layer comparison")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS*.md")
     args = parser.parse_args()
+    load = LoadLog()
     per_class, repeats = (33, 1) if args.quick else (args.per_class, args.repeats)
+    sub_per_class = 4 if args.quick else args.per_layer_per_class
     with tempfile.TemporaryDirectory() as tmp:
         data = tile_subset(Path(tmp) / "tiles", per_class)
         n_images = len(open_source(data))
         store = Path(tmp) / "bench.zarr"
-        bare, ours = [], []
-        for _ in range(repeats):  # alternate so drifts in machine load hit both alike
-            bare.append(timed(lambda: bare_loop(data, args.batch_size, args.workers)))
-            ours.append(timed(lambda: featstore_extract(data, store, args.batch_size, args.workers)))
+        bare: list[float] = []
+        ours: list[float] = []
+        for rep in range(repeats):  # alternate so drifts in machine load hit both alike
+            steps = [(bare, lambda: bare_loop(data, args.batch_size, args.workers)),
+                     (ours, lambda: featstore_extract(data, store, args.batch_size, args.workers))]
+            for times, fn in steps if rep % 2 == 0 else steps[::-1]:
+                times.append(timed(fn))
+                print(f"repeat {rep + 1}/{repeats}: {'bare' if times is bare else 'featstore'} "
+                      f"{times[-1]:.1f} s", flush=True)
         ds = featstore.open_store(str(store))
         n_layers = len(ds.attrs["featstore"]["layers"])
-        sub = tile_subset(Path(tmp) / "sub", max(4, per_class // 10))
+        sub = tile_subset(Path(tmp) / "sub", sub_per_class)
         n_sub = len(open_source(sub))
         per_layer, one_pass, n_l = per_layer_ratio(sub, args.batch_size)
     ratio = median(ours) / median(bare)
     images_total = n_images * len(INITS)
+    table = md_table(
+        ["run", "wall time (s)", "images/s"],
+        [["bare forward loop to the logits (baseline)", spread(bare),
+          f"{images_total / median(bare):.2f}"],
+         ["`featstore.extract` (all layers pooled, Zarr writes)", spread(ours),
+          f"{images_total / median(ours):.2f}"]])
     body = f"""
 {MODEL}, {n_layers} layers (auto), inits {', '.join(INITS)}, {n_images} real tiles (LC25000 lung,
-224 px), batch {args.batch_size}, workers {args.workers}, CPU, {repeats} repeat(s), medians.
+224 px), batch {args.batch_size}, workers {args.workers}, CPU, {repeats} repeat(s) alternating,
+median (min-max) seconds.
 
-| run | wall time (s) | images/s |
-| --- | ---: | ---: |
-| bare forward loop (baseline) | {median(bare):.1f} | {images_total / median(bare):.1f} |
-| `featstore extract` (all layers, Zarr writes) | {median(ours):.1f} | {images_total / median(ours):.1f} |
+{table}
 
 **extract / bare = {ratio:.3f}** (target <= 1.10).
 
-One forward pass per layer ({n_l} passes, as one-layer-per-call tools do) vs featstore's single pass
-on a {n_sub}-tile subset: {per_layer:.1f} s vs {one_pass:.1f} s =
-**{per_layer / one_pass:.1f}x faster** with the single pass (ideal: {n_l}x).
+One forward pass per layer ({n_l} passes, as one-layer-per-call tools do) vs featstore's single
+pass with all {n_l} hooks, on a {n_sub}-tile subset (pretrained, no I/O): {per_layer:.1f} s vs
+{one_pass:.1f} s = **{per_layer / one_pass:.1f}x faster** with the single pass (ideal: {n_l}x; the
+per-layer passes here run the whole network, as such tools do).
 """
     print(body)
     if not args.no_write:
-        write_section("Extraction overhead (CPU)", body)
-
+        print("wrote", write_section("Extraction overhead (CPU)", body, quick=args.quick,
+                                     load=load))
 
 if __name__ == "__main__":
     main()
