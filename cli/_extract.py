@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -22,20 +22,21 @@ from featstore.models import (
 )
 
 from ._progress import RichProgress
+from ._reliability import print_repair
 
 
-class Pool(str, Enum):
+class Pool(StrEnum):
     avg = "avg"
     max = "max"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
 
-class Dtype(str, Enum):
+class Dtype(StrEnum):
     float32 = "float32"
     float16 = "float16"
 
@@ -46,24 +47,34 @@ def _split_layers(values: list[str]) -> tuple[str, ...]:
 
 
 def extract_command(
-    data: Annotated[str, typer.Argument(help="ImageFolder directory or CSV manifest (path,label[,split]).")],
+    data: Annotated[str, typer.Argument(
+        help="ImageFolder directory or CSV manifest (path,label[,split]).")],
     store: Annotated[str, typer.Option("--store", help="Store directory or fsspec URL.")],
-    model: Annotated[str, typer.Option(help="efficientnet_lite0 or a torchvision model name.")] = "efficientnet_lite0",
+    model: Annotated[str, typer.Option(
+        help="efficientnet_lite0 or a torchvision model name.")] = "efficientnet_lite0",
     init: Annotated[list[str] | None, typer.Option(
-        "--init", help="pretrained, pretrained:WEIGHTS, pretrained:PATH.pth or random:SEED; repeatable.")] = None,
+        "--init",
+        help="pretrained, pretrained:WEIGHTS, pretrained:PATH.pth or random:SEED; repeatable.",
+    )] = None,
     layers: Annotated[list[str] | None, typer.Option(
-        "--layers", help="'auto' (block outputs) or module paths, comma-separated or repeated.")] = None,
+        "--layers",
+        help="'auto' (block outputs) or module paths, comma-separated or repeated.")] = None,
     pool: Annotated[Pool, typer.Option(help="Global pooling of each activation map.")] = Pool.avg,
-    image_size: Annotated[int | None, typer.Option(help="Resize side; default the model's standard size.")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        help="Resize side; default the model's standard size.")] = None,
     device: Annotated[Device, typer.Option(help="auto takes CUDA when present.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     dtype: Annotated[Dtype, typer.Option(help="Storage dtype.")] = Dtype.float32,
-    chunk_images: Annotated[int, typer.Option(help="Images per store chunk.")] = S.DEFAULT_CHUNK_IMAGES,
-    overwrite: Annotated[bool, typer.Option(help="Replace a store made with another configuration.")] = False,
+    chunk_images: Annotated[int, typer.Option(
+        help="Images per store chunk.")] = S.DEFAULT_CHUNK_IMAGES,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace a store made with another configuration.")] = False,
     skip_unreadable: Annotated[bool, typer.Option(
         help="Record unreadable images as invalid instead of stopping.")] = False,
     autocast: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = False,
+    repair: Annotated[bool, typer.Option(
+        help="Recompute exactly the chunks `featstore verify` finds corrupt or missing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run the network once per image and init; store pooled activations of every layer."""
@@ -75,7 +86,7 @@ def extract_command(
         autocast=autocast,
     )
     with RichProgress("images", enabled=not quiet) as progress:
-        ds = run_extract(config, progress)
+        ds = run_extract(config, progress, repair=repair, on_repair=print_repair)
     meta = ds.attrs["featstore"]
     Console(stderr=True).print(
         f"stored {len(meta['layers'])} layers x {ds.sizes['init']} inits x "
@@ -86,8 +97,10 @@ def extract_command(
 def layers_command(
     model: Annotated[str | None, typer.Argument(help="Model name.")] = None,
     list_models: Annotated[bool, typer.Option("--list", help="List the model names.")] = False,
-    all_modules: Annotated[bool, typer.Option("--all", help="List every module, not just 'auto'.")] = False,
-    image_size: Annotated[int | None, typer.Option(help="Input side for activation shapes.")] = None,
+    all_modules: Annotated[bool, typer.Option(
+        "--all", help="List every module, not just 'auto'.")] = False,
+    image_size: Annotated[int | None, typer.Option(
+        help="Input side for activation shapes.")] = None,
 ) -> None:
     """List a model's layer names (module paths) with unit counts, shallow to deep."""
     console = Console()

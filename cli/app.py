@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _datasets, _extract, _probe, _report
+from . import _datasets, _extract, _probe, _reliability, _report
 
 app = typer.Typer(
     name="featstore",
@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _extract.register(app)
+_reliability.register(app)
 _datasets.register(app)
 _report.register(app)
 _probe.register(app)

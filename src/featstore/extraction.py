@@ -9,9 +9,10 @@ A rerun resumes from the markers; a new init for the same configuration is appen
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import importlib.metadata
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,15 +25,24 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import schema as S
 from .activations import POOLS, PooledExtractor
-from .config import DTYPES, ExtractConfig, parse_choice, parse_device, parse_positive_int, parse_store_url
+from .config import (
+    DTYPES,
+    ExtractConfig,
+    parse_choice,
+    parse_device,
+    parse_positive_int,
+    parse_store_url,
+)
 from .data import ImageSource, open_source, preprocess
 from .errors import (
     FeatstoreInputError,
+    FeatstoreRuntimeError,
     NotAStoreError,
     StoreMismatchError,
     UnknownModelError,
     UnreadableImageError,
 )
+from .lock import StoreLock, lock_holder, locked_error
 from .models import (
     InitSpec,
     TransformSpec,
@@ -49,9 +59,11 @@ from .store import (
     StoreLayout,
     creating_identity,
     diff_identity,
+    failpoint,
     open_store,
     store_exists,
 )
+from .verify import VerifyReport, mark_for_repair, verify
 
 __all__ = ["ExtractProgress", "extract", "run_extract", "plan_layout", "library_versions"]
 
@@ -295,19 +307,100 @@ def _iterate_chunks(
             current = next(chunk_iter, None)
 
 
-def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None) -> xr.Dataset:
-    """Run an extraction job described by ``config``; see :func:`extract`."""
+#: errno values that mean the store's filesystem (or quota) is full
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _full_disk(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None, *,
+                repair: bool = False,
+                on_repair: Callable[[VerifyReport], None] | None = None) -> xr.Dataset:
+    """Run an extraction job described by ``config``; see :func:`extract`.
+
+    Parameters
+    ----------
+    config : ExtractConfig
+        The job.
+    progress : ExtractProgress, optional
+        Progress receiver.
+    repair : bool
+        Verify the existing store first and recompute exactly its corrupt or missing chunks
+        (of every init in the store), then finish any unfinished work as usual.
+    on_repair : callable, optional
+        Receives the :class:`~featstore.verify.VerifyReport` that the repair acts on.
+
+    Raises
+    ------
+    featstore.errors.StoreLockedError
+        Another process is writing the store (exit status 2 on the command line).
+    FeatstoreRuntimeError
+        The store's filesystem is full; finished chunks are kept and a rerun resumes.
+    """
     config = ExtractConfig(**{**config.__dict__, "store": parse_store_url(config.store)})
+    url = config.store
+    holder = lock_holder(url)  # fail fast, before any model is built
+    if holder is not None:
+        raise locked_error(url, holder)
+    if repair and not store_exists(url):
+        raise NotAStoreError(f"--repair: nothing to repair, '{url}' does not exist; "
+                             "drop --repair to create the store")
     plan = plan_layout(config)
     meta = {
         "config": config.to_dict(),
         "versions": library_versions(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    try:
+        with StoreLock(url):
+            failpoint("extract.locked")
+            _run_locked(plan, meta, progress, repair, on_repair)
+    except OSError as exc:
+        if _full_disk(exc):
+            raise FeatstoreRuntimeError(
+                f"no space left on device while writing '{url}'; finished chunks are kept; "
+                "free space and rerun the same command to resume"
+            ) from None
+        raise
+    except FeatstoreInputError:
+        raise
+    except Exception as exc:
+        if _full_disk(exc):  # wrapped by a library (e.g. an fsspec or zarr error)
+            raise FeatstoreRuntimeError(
+                f"no space left on device while writing '{url}'; finished chunks are kept; "
+                "free space and rerun the same command to resume"
+            ) from None
+        raise
+    return open_store(url)
+
+
+def _run_locked(plan: _Plan, meta: dict[str, Any], progress: ExtractProgress | None,
+                repair: bool, on_repair: Callable[[VerifyReport], None] | None) -> None:
+    """The body of :func:`run_extract`, run while holding the store's lock."""
+    config = plan.config
     store = _prepare_store(plan, meta)
     dataset = _ImageDataset(plan.source, plan.transform)
-    n_images, chunk_images = store.n_images, store.chunk_images
-    for spec in plan.inits:
+    specs = list(plan.inits)
+    if repair:
+        report = verify(store)
+        if on_repair is not None:
+            on_repair(report)
+        damaged_inits = mark_for_repair(store, report, plan.layout)
+        requested = {spec.name for spec in specs}
+        for index in sorted(damaged_inits):  # damaged inits not named on this command line
+            name = store.init_names[index]
+            if name not in requested:
+                specs.append(parse_init(name))
+    for spec in specs:
         if spec.name in store.init_names:
             init_index = store.init_names.index(spec.name)
             pending = store.pending_chunks(init_index)
@@ -328,7 +421,7 @@ def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None) 
             pending = store.pending_chunks(init_index)
         _extract_init(plan, store, dataset, model, init_index, spec.name, pending, progress)
         del model
-    return open_store(config.store)
+    store.consolidate()
 
 
 def _extract_init(
@@ -399,6 +492,7 @@ def extract(
     overwrite: bool = False,
     skip_unreadable: bool = False,
     autocast: bool = False,
+    repair: bool = False,
     progress: ExtractProgress | None = None,
 ) -> xr.Dataset:
     """Extract pooled activations of every chosen layer into a Zarr store.
@@ -436,6 +530,9 @@ def extract(
         Record unreadable images in the ``valid`` mask (rows NaN) instead of stopping.
     autocast : bool
         bfloat16 autocast on CUDA.
+    repair : bool
+        Verify the store first and recompute exactly its corrupt or missing chunks
+        (``featstore verify`` lists them).
     progress : ExtractProgress, optional
         Progress receiver.
 
@@ -443,6 +540,20 @@ def extract(
     -------
     xarray.Dataset
         The store opened lazily (see :func:`featstore.open_store`).
+
+    Raises
+    ------
+    FeatstoreInputError
+        Bad options or data, a store made with another configuration, or a store that another
+        process is writing (:class:`~featstore.errors.StoreLockedError`).
+    FeatstoreRuntimeError
+        The store's filesystem is full (finished chunks are kept; rerun to resume).
+
+    Notes
+    -----
+    The store is locked for the whole run (``STORE/_featstore/lock``, see :mod:`featstore.lock`);
+    a chunk's done marker is written only after all of its layers are written (and fsync'ed on
+    local disks), so a run killed at any moment resumes without recomputing finished chunks.
     """
     layer_tuple = (layers,) if isinstance(layers, str) else tuple(layers)
     config = ExtractConfig(
@@ -451,4 +562,4 @@ def extract(
         dtype=dtype, chunk_images=chunk_images, overwrite=overwrite,
         skip_unreadable=skip_unreadable, autocast=autocast,
     )
-    return run_extract(config, progress)
+    return run_extract(config, progress, repair=repair)

@@ -372,9 +372,8 @@ def lock_holder(url: str) -> LockInfo | None:
         fs, path = _fs_path(url)
         holder = _read_info_fs(fs, path)
         return holder if holder is not None and holder.is_alive() is not False else None
-    path = _local_root(url) / LOCK_KEY
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(_local_root(url) / LOCK_KEY, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:

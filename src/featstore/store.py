@@ -37,7 +37,7 @@ import zarr.storage
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from . import schema as S
-from .errors import NotAStoreError, StoreMismatchError
+from .errors import NotAStoreError
 from .lock import LOCK_KEY, LockInfo, lock_holder
 
 __all__ = [
@@ -212,7 +212,7 @@ def _local_path(url: str) -> Path:
 
 
 def _zarr_store(url: str, read_only: bool = False) -> Any:
-    """What zarr opens: a LocalStore for paths and ``file://`` URLs (atomic writes), else the URL."""
+    """What zarr opens: a LocalStore for paths and ``file://`` URLs (atomic writes), or the URL."""
     if _is_local(url):
         return zarr.storage.LocalStore(_local_path(url), read_only=read_only)
     return url
@@ -246,19 +246,18 @@ def list_keys(url: str, prefix: str = "") -> list[str]:
         Sorted keys such as ``"stem/c/0/3/0"``.
     """
     if _is_local(url):
-        root = _local_path(url)
-        base = root / prefix if prefix else root
-        if not base.is_dir():
+        local = _local_path(url)
+        folder_base = local / prefix if prefix else local
+        if not folder_base.is_dir():
             return []
-        keys = []
-        for folder, _dirs, files in os.walk(base):
-            rel = Path(folder).relative_to(root).as_posix()
+        keys: list[str] = []
+        for folder, _dirs, files in os.walk(folder_base):
+            rel = Path(folder).relative_to(local).as_posix()
             keys.extend(f if rel == "." else f"{rel}/{f}" for f in files)
         return sorted(keys)
     fs, root = _fs_root(url)
-    base = f"{root}/{prefix}" if prefix else root
     try:
-        found = fs.find(base)
+        found = fs.find(f"{root}/{prefix}" if prefix else root)
     except FileNotFoundError:
         return []
     start = len(root.lstrip("/")) + 1
@@ -267,9 +266,9 @@ def list_keys(url: str, prefix: str = "") -> list[str]:
 
 def _delete_keys(url: str, keys: Iterable[str]) -> None:
     if _is_local(url):
-        root = _local_path(url)
+        local = _local_path(url)
         for key in keys:
-            (root / key).unlink(missing_ok=True)
+            (local / key).unlink(missing_ok=True)
         return
     fs, root = _fs_root(url)
     for key in keys:
@@ -353,14 +352,16 @@ class FeatureStore:
         """
         try:
             group = _open_group(url, mode="r+" if mode != "r" else "r")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError, KeyError, ValueError):
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError,
+                zarr.errors.NodeTypeValidationError, KeyError, ValueError):
             raise NotAStoreError(
                 f"'{url}' is not a featstore store (no Zarr group there); "
                 "create one with `featstore extract DATA --store STORE`"
             ) from None
         if S.ATTRS_KEY not in group.attrs:
             raise NotAStoreError(
-                f"'{url}' is a Zarr group but not a featstore store (no '{S.ATTRS_KEY}' attribute); "
+                f"'{url}' is a Zarr group but not a featstore store "
+                f"(no '{S.ATTRS_KEY}' attribute); "
                 "create one with `featstore extract DATA --store STORE`"
             )
         return cls(url, group)
@@ -381,29 +382,35 @@ class FeatureStore:
         inits : sequence of dict
             One descriptor per init (``name`` first).
         """
-        group = zarr.open_group(url, mode="w", zarr_format=3)
         description = {**layout.description(), **_jsonable(dict(meta)), "inits": []}
-        group.attrs[_CREATING_KEY] = _identity(description)
+        creating = {_CREATING_KEY: _identity(description)}
+        if store_exists(url):
+            _mark_replacing(url, creating)
+            _clear(url)
+        # the root is written with the "creating" marker in one (atomic) write: a creation
+        # interrupted from here on is recognized and redone by the next run
+        group = zarr.create_group(_zarr_store(url), zarr_format=3, attributes=creating)
+        failpoint("create.root")
         n_images = layout.n_images
         image_chunk = layout.chunk_images
         coords = [S.LABEL, S.PATH, S.VALID] + ([S.SPLIT] if layout.splits is not None else [])
+        checked = _checked_compressors()
 
-        image = group.create_array(S.IMAGE, shape=(n_images,), chunks=(n_images,), dtype="int64",
-                                   dimension_names=(S.IMAGE,))
-        image[:] = np.arange(n_images, dtype=np.int64)
-        label = group.create_array(S.LABEL, shape=(n_images,), chunks=(n_images,), dtype="int64",
-                                   dimension_names=(S.IMAGE,))
-        label[:] = np.asarray(layout.labels, dtype=np.int64)
-        path = group.create_array(S.PATH, shape=(n_images,), chunks=(n_images,), dtype=str,
-                                  dimension_names=(S.IMAGE,))
-        path[:] = np.asarray(layout.paths, dtype=object)
+        def coordinate(name: str, dtype: Any, values: np.ndarray) -> None:
+            array = group.create_array(name, shape=(n_images,), chunks=(n_images,), dtype=dtype,
+                                       compressors=checked, dimension_names=(S.IMAGE,))
+            array[:] = values
+            failpoint("create.array")
+
+        coordinate(S.IMAGE, "int64", np.arange(n_images, dtype=np.int64))
+        coordinate(S.LABEL, "int64", np.asarray(layout.labels, dtype=np.int64))
+        coordinate(S.PATH, str, np.asarray(layout.paths, dtype=object))
         if layout.splits is not None:
-            split = group.create_array(S.SPLIT, shape=(n_images,), chunks=(n_images,), dtype=str,
-                                       dimension_names=(S.IMAGE,))
-            split[:] = np.asarray(layout.splits, dtype=object)
+            coordinate(S.SPLIT, str, np.asarray(layout.splits, dtype=object))
         group.create_array(S.VALID, shape=(n_images,), chunks=(image_chunk,), dtype="bool",
-                           fill_value=True, dimension_names=(S.IMAGE,))
-        group.create_array(S.INIT, shape=(0,), chunks=(1,), dtype=str, dimension_names=(S.INIT,))
+                           fill_value=True, compressors=checked, dimension_names=(S.IMAGE,))
+        group.create_array(S.INIT, shape=(0,), chunks=(1,), dtype=str, compressors=checked,
+                           dimension_names=(S.INIT,))
         for layer in layout.layers:
             array = group.create_array(
                 layer.var,
@@ -417,18 +424,20 @@ class FeatureStore:
             array.attrs.update({
                 "module": layer.name,
                 "shape": list(layer.shape),
-                "channel_axis": layer.channel_axis,
                 "units": layer.units,
                 "coordinates": " ".join(coords),
             })
+            failpoint("create.array")
         internal = group.create_group(S.INTERNAL_GROUP)
         internal.create_array(S.PROGRESS_ARRAY, shape=(0, layout.n_chunks), chunks=(1, 1),
-                              dtype="bool", fill_value=False)
+                              dtype="bool", fill_value=False, compressors=checked)
+        failpoint("create.before_description")
         attrs = dict(group.attrs)
         attrs.pop(_CREATING_KEY, None)
         attrs[S.ATTRS_KEY] = description
         group.attrs.put(attrs)
         store = cls(url, group)
+        store.consolidate()
         store.add_inits(inits)
         return store
 
@@ -481,13 +490,17 @@ class FeatureStore:
         for var in meta["layers"]:
             array = self.group[var]
             array.resize((total, *array.shape[1:]))  # type: ignore[union-attr]
+            failpoint("add_inits.resize")
         progress = self._progress_array()
         progress.resize((total, progress.shape[1]))
+        failpoint("add_inits.resized")
         names = self.group[S.INIT]
         names.resize((total,))  # type: ignore[union-attr]
         names[len(known):] = np.asarray([d["name"] for d in new], dtype=object)  # type: ignore[index]
+        failpoint("add_inits.before_description")
         meta["inits"] = [*known, *_jsonable(new)]
         self.group.attrs[S.ATTRS_KEY] = meta
+        failpoint("add_inits.before_consolidate")
         self.consolidate()
 
     def consolidate(self) -> None:
@@ -503,16 +516,65 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ progress
     def progress(self) -> np.ndarray:
-        """Done markers, bool array of shape (n_inits, n_chunks)."""
+        """Done markers, bool array of shape (n_inits, n_chunks).
+
+        A marker that cannot be read (torn or damaged) counts as not done, so its chunk is
+        simply computed again.
+        """
         progress = self._progress_array()
-        if progress.shape[0] == 0:
+        n_inits = len(self.init_names)
+        if n_inits == 0:
             return np.zeros((0, self.n_chunks), dtype=bool)
-        return np.asarray(progress[:], dtype=bool)
+        try:
+            return np.asarray(progress[:n_inits], dtype=bool)
+        except Exception:  # noqa: BLE001 - any decode failure: fall back marker by marker
+            return np.array([[_read_marker(progress, i, c) for c in range(self.n_chunks)]
+                             for i in range(n_inits)], dtype=bool).reshape(n_inits, -1)
 
     def pending_chunks(self, init_index: int) -> list[int]:
         """Chunk numbers of init ``init_index`` that are not yet written."""
-        row = np.asarray(self._progress_array()[init_index, :], dtype=bool)
+        progress = self._progress_array()
+        try:
+            row = np.asarray(progress[init_index, :], dtype=bool)
+        except Exception:  # noqa: BLE001 - a damaged marker counts as not done
+            row = np.array([_read_marker(progress, init_index, c) for c in range(self.n_chunks)],
+                           dtype=bool)
         return [int(c) for c in np.flatnonzero(~row)]
+
+    def mark_pending(self, init_index: int, chunk: int) -> None:
+        """Clear one chunk's done marker so that the next run computes it again."""
+        self._progress_array()[init_index, chunk] = False
+
+    def reset_valid(self, chunk: int) -> None:
+        """Drop one chunk of the ``valid`` mask (back to all valid); the next run rewrites it."""
+        array: zarr.Array = self.group[S.VALID]  # type: ignore[assignment]
+        _delete_keys(self.url, [f"{S.VALID}/{array.metadata.encode_chunk_key((chunk,))}"])
+
+    def rewrite_coordinates(self, layout: StoreLayout) -> None:
+        """Write the per-image coordinates and the init names again (repair of damaged ones)."""
+        values = {S.IMAGE: np.arange(layout.n_images, dtype=np.int64),
+                  S.LABEL: np.asarray(layout.labels, dtype=np.int64),
+                  S.PATH: np.asarray(layout.paths, dtype=object)}
+        if layout.splits is not None:
+            values[S.SPLIT] = np.asarray(layout.splits, dtype=object)
+        for name, data in values.items():
+            self.group[name][:] = data  # type: ignore[index]
+        names = self.init_names
+        if names:
+            self.group[S.INIT][:] = np.asarray(names, dtype=object)  # type: ignore[index]
+
+    def chunk_key(self, var: str, coords: tuple[int, ...]) -> str:
+        """Store key of one chunk of array ``var``, e.g. ``"stem/c/0/3/0"``."""
+        array: zarr.Array = self.group[var]  # type: ignore[assignment]
+        return f"{var}/{array.metadata.encode_chunk_key(coords)}"
+
+    def lock_holder(self) -> LockInfo | None:
+        """The process writing this store now (pid, host, time, command), or None.
+
+        Readers such as ``featstore probe`` call this to refuse, or to name the writer, when a
+        store is being extracted.
+        """
+        return lock_holder(self.url)
 
     def is_complete(self, init_name: str | None = None) -> bool:
         """Whether every chunk of one init (or of all inits) is written."""
@@ -547,21 +609,27 @@ class FeatureStore:
                 raise ValueError(f"chunk {chunk} of {var}: {block.shape[0]} rows, "
                                  f"expected {stop - start}")
             self.group[var][init_index, start:stop, :] = block  # type: ignore[index]
+            failpoint("write_chunk.layer")
         if invalid is not None and invalid.any():
             self.group[S.VALID][start:stop] = ~np.asarray(invalid, dtype=bool)  # type: ignore[index]
         self._make_durable(init_index, chunk)
+        failpoint("write_chunk.before_marker")
         self._progress_array()[init_index, chunk] = True
+        failpoint("write_chunk.after_marker")
 
     def _make_durable(self, init_index: int, chunk: int) -> None:
-        """fsync the chunk files just written (local directories only)."""
+        """fsync the chunk files just written and their folders (local directories only)."""
         if not _is_local(self.url):
             return
         root = _local_path(self.url)
-        files = [root / var / "c" / str(init_index) / str(chunk) / "0" for var in self.layer_vars]
-        files.append(root / S.VALID / "c" / str(chunk))
-        for file in files:
-            if file.exists():
-                fd = os.open(file, os.O_RDONLY)
+        keys = [self.chunk_key(var, (init_index, chunk, 0)) for var in self.layer_vars]
+        keys.append(self.chunk_key(S.VALID, (chunk,)))
+        for file in [root / key for key in keys]:
+            for target in (file, file.parent):
+                try:
+                    fd = os.open(target, os.O_RDONLY)
+                except FileNotFoundError:  # e.g. an all-valid chunk is never written
+                    continue
                 try:
                     os.fsync(fd)
                 finally:
@@ -574,6 +642,27 @@ class FeatureStore:
     def valid_mask(self) -> np.ndarray:
         """Bool array of shape (n_images,): False for images recorded as unreadable."""
         return np.asarray(self.group[S.VALID][:], dtype=bool)  # type: ignore[index]
+
+
+def _read_marker(progress: zarr.Array, init_index: int, chunk: int) -> bool:
+    try:
+        return bool(progress[init_index, chunk])
+    except Exception:  # noqa: BLE001 - torn or damaged marker: not done
+        return False
+
+
+def _mark_replacing(url: str, creating: Mapping[str, Any]) -> None:
+    """Before clearing an old store, replace its description by the "creating" marker.
+
+    An interruption while the old content is deleted then leaves a store that the next run
+    recognizes as an interrupted creation of the new one.
+    """
+    try:
+        group = _open_group(url, mode="r+")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError,
+            KeyError, ValueError):
+        return
+    group.attrs.put(dict(creating))
 
 
 def creating_identity(url: str) -> dict[str, Any] | None:
