@@ -13,7 +13,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from featstore.errors import StoreLockedError
+from featstore.errors import StoreError, StoreLockedError
 from featstore.lock import LOCK_KEY, LockInfo, StoreLock, lock_holder
 
 
@@ -156,3 +156,9 @@ def test_unreadable_lock_content_while_locked_is_still_a_holder(tmp_path):
         assert holder is not None and holder.pid == 0
         with pytest.raises(StoreLockedError, match="another process"):
             StoreLock(url).acquire()
+
+
+def test_store_path_that_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match=r"cannot lock store '.*afile': Not a directory"):
+        StoreLock(str(tmp_path / "afile")).acquire()

@@ -101,7 +101,7 @@ def test_random_sigkills_each_resumed_end_equal_to_uninterrupted(runner, tmp_pat
     outcome = FI.kill_campaign(runner, tmp_path, kills=3, per_class=3, seed=1)
     assert outcome.ok, outcome.failures
     assert outcome.tried == 3 and outcome.lost == 0
-    assert all(row[3] == "0" and row[4] == "0" for row in outcome.rows)  # no damage, no redo
+    assert all(row[4] == "0" and row[5] == "0" for row in outcome.rows)  # no damage, no redo
 
 
 @pytest.mark.slow

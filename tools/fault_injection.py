@@ -87,6 +87,7 @@ def _child(argv: list[str], env: dict[str, str | None], log: str) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    sys.argv = ["featstore", *argv]  # what the store lock records as the holder's command
     import torch
 
     torch.set_num_threads(1)
@@ -227,6 +228,16 @@ def done_snapshot(url: Path | str) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def _done_count(url: Path | str) -> int:
+    from featstore.errors import NotAStoreError
+    from featstore.store import FeatureStore
+
+    try:
+        return int(FeatureStore.open(str(url)).progress().sum())
+    except NotAStoreError:
+        return 0
+
+
 def store_phase(url: Path | str) -> str:
     """Where an interrupted run left a store: before/while creating, appending an init, or N/M."""
     from featstore.errors import NotAStoreError
@@ -302,7 +313,8 @@ def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: in
                   seed: int = 0) -> Outcome:
     """SIGKILL one extraction ``kills`` times at random moments, resuming after every kill."""
     out = Outcome("SIGKILL at random moments of one extraction",
-                  header=["kill", "after s", "phase when killed", "damaged chunks",
+                  header=["kill", "after s", "store after the kill",
+                          "chunks this run finished", "damaged chunks",
                           "finished chunks recomputed"])
     data = make_images(work / "kill-data", per_class=per_class, seed=seed)
     reference = work / "kill-reference.zarr"
@@ -321,6 +333,7 @@ def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: in
             delay = rng.uniform(0.0, startup)
         else:
             delay = startup + rng.uniform(0.0, work_s / kills)
+        before = _done_count(store)
         result = runner.run(extract_argv(data, store), kill_after=delay)
         if not result.killed:
             out.check(result.exitcode == 0, f"run ended with {result.exitcode}: "
@@ -343,12 +356,15 @@ def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: in
         out.check(not rewritten, f"kill {out.tried}: finished chunks changed {rewritten[:3]}")
         if not damaged and not rewritten:
             out.passed += 1
-        out.rows.append([str(out.tried), f"{delay:.2f}", phase, str(len(damaged)),
-                         str(len(rewritten))])
+        finished = _done_count(store) - before
+        out.rows.append([str(out.tried), f"{delay:.2f}", phase,
+                         str(finished) if finished else "0 (killed in start-up)",
+                         str(len(damaged)), str(len(rewritten))])
         previous = snapshot
     final = runner.run(extract_argv(data, store))
     out.check(final.exitcode == 0, f"final resume failed: {final.output[-500:]}")
-    rewritten = [k for k, v in previous.items() if done_snapshot(store).get(k) != v]
+    last = done_snapshot(store)
+    rewritten = [k for k, v in previous.items() if last.get(k) != v]
     out.check(not rewritten, f"final resume recomputed finished chunks {rewritten[:3]}")
     difference = store_difference(store, reference)
     out.check(difference is None, f"final store differs from the uninterrupted run: {difference}")
@@ -830,6 +846,46 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+PROMISES = """\
+- **Crash safety.** A chunk's done marker (`_featstore/done`) is written only after every layer's
+  data for that chunk is written and fsync'ed (with its folder) on local disks. zarr's LocalStore
+  writes every file through a temporary name and a rename, so a killed writer never leaves a torn
+  file (paths and `file://` URLs both use it); a marker that cannot be read counts as not done.
+  Structure changes finish by writing the description: creation writes the root with a
+  `featstore_creating` marker first, replacing a store (`--overwrite`) first turns its description
+  into that marker and deletes the old content root-last, and appending an init resizes the arrays
+  before it lists the init. The next run of the same command recognizes and redoes an interrupted
+  change, and recomputes only chunks without a marker.
+- **Integrity.** Every feature chunk, coordinate and marker is written with a CRC32C checksum.
+  `featstore verify STORE` reads all of them and lists each problem by variable (layer), init and
+  image range: *corrupt* (does not decode, checksum mismatch, values that contradict the
+  description), *missing* (marked done, data absent), *stale* (consolidated metadata behind the
+  arrays after an interrupted metadata update; any extract run rewrites it), *pending* (not
+  extracted yet). `featstore extract ... --repair` clears the markers of exactly the corrupt or
+  missing chunks (of every init in the store, named on the command line or not), rewrites damaged
+  coordinates from the data, then resumes as usual.
+- **One writer at a time.** `featstore extract` holds `STORE/_featstore/lock` (JSON: pid, host,
+  start time, command) for its whole run and removes it on exit, also on errors and Ctrl-C.
+  On local disks the lock is an exclusive `flock`, which the kernel drops when its holder dies,
+  even by SIGKILL: a stale lock file is taken over atomically by the next writer. On other fsspec
+  stores (`memory://`, `s3://`) it is best effort: a holder on this host is checked by pid, a
+  holder on another host is trusted until its lock object is deleted by hand. Readers:
+  `FeatureStore.lock_holder()` / `featstore.lock.lock_holder(url)` name the live writer, if any.
+- **A full disk** (ENOSPC, EDQUOT) ends the run with one line and exit 1; finished chunks are kept
+  and the same command resumes once there is space.
+
+| situation | exit | output |
+|---|---|---|
+| `verify`: every chunk present, readable and done | 0 | a one-line verdict |
+| `verify`: corrupt, missing, stale or pending chunks | 1 | a table, one error line: the fix |
+| `verify`: not a featstore store | 2 | one line |
+| `extract` while another process holds the lock | 2 | one line naming the holder |
+| `extract` on a full disk | 1 | one line: free space, rerun to resume |
+| `extract --repair` on a path that holds no store | 2 | one line |
+| an unreadable image (without `--skip-unreadable`) | 2 | one line naming the file |
+"""
+
+
 def render(outcomes: list[Outcome], command: str, seconds: float) -> str:
     """The RELIABILITY.md text."""
     lost = sum(o.lost for o in outcomes)
@@ -843,19 +899,7 @@ def render(outcomes: list[Outcome], command: str, seconds: float) -> str:
         f"{seconds / 60:.1f} min). Every number below comes from that run; rerun the command to "
         "regenerate this file.\n",
         "## What is promised\n",
-        "- A chunk's done marker (`_featstore/done`) is written only after every layer's data for "
-        "that chunk is written and fsync'ed (local disks); zarr's LocalStore writes every file "
-        "through a temporary name and a rename, so no reader ever sees a torn file.\n"
-        "- Structure changes (create, replace, append an init) finish by writing the description; "
-        "an interrupted change is recognized and redone by the next run of the same command.\n"
-        "- Every feature chunk, coordinate and marker carries a CRC32C checksum; `featstore verify "
-        "STORE` reads all of them (exit 0 clean, 1 damaged or unfinished, 2 not a store) and "
-        "`featstore extract ... --repair` recomputes exactly the damaged chunks.\n"
-        "- One writer at a time: `STORE/_featstore/lock` (flock on local disks, released by the "
-        "kernel when its holder dies; best effort on other fsspec stores). A second writer exits "
-        "2 at once naming the holder.\n"
-        "- A full disk ends the run with exit 1 and one line; finished chunks are kept and the "
-        "same command resumes.\n",
+        PROMISES,
         "## Summary\n",
         _table(["scenario", "tried", "held", "data lost", "ok"], summary),
         f"\n**Data lost: {'none' if lost == 0 else lost}.**\n",

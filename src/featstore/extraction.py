@@ -364,17 +364,9 @@ def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None, 
         with StoreLock(url):
             failpoint("extract.locked")
             _run_locked(plan, meta, progress, repair, on_repair)
-    except OSError as exc:
-        if _full_disk(exc):
-            raise FeatstoreRuntimeError(
-                f"no space left on device while writing '{url}'; finished chunks are kept; "
-                "free space and rerun the same command to resume"
-            ) from None
-        raise
-    except FeatstoreInputError:
-        raise
     except Exception as exc:
-        if _full_disk(exc):  # wrapped by a library (e.g. an fsspec or zarr error)
+        # ENOSPC raised directly (local disks) or wrapped by zarr/fsspec/the writer thread
+        if not isinstance(exc, FeatstoreInputError) and _full_disk(exc):
             raise FeatstoreRuntimeError(
                 f"no space left on device while writing '{url}'; finished chunks are kept; "
                 "free space and rerun the same command to resume"

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from . import schema as S
-from .errors import StoreLockedError
+from .errors import StoreError, StoreLockedError
 
 __all__ = ["LOCK_KEY", "LockInfo", "StoreLock", "lock_holder"]
 
@@ -231,11 +231,19 @@ class StoreLock:
     def _acquire_local(self) -> None:
         path = _local_root(self.url) / LOCK_KEY
         self._made_dirs = [p for p in (path.parent.parent, path.parent) if not p.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + _DEAD_HOLDER_GRACE_S
         soon = time.monotonic() + 1.0
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise StoreError(
+                    f"cannot lock store '{self.url}': {exc.strerror} ('{exc.filename}'); "
+                    "--store must be a writable directory path (or fsspec URL)"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -8,13 +8,20 @@ Layout of a store (schema version 1)::
       image                     (image,) int64   0..n-1
       label, path, split, valid (image,) coordinates
       _featstore/done           (init, image chunk) bool, one Zarr chunk per marker
+      _featstore/lock           JSON holder of the write lock (see featstore.lock), while held
       probes/...                probe results (written by featstore.sweep)
 
 Crash safety: a chunk's marker in ``_featstore/done`` is written only after every layer's data
-for that chunk has been written (and fsync'ed for local directories). Structure changes (create,
-add inits) finish by writing the root attributes, so an interrupted change is redone on the next
-run. Consolidated metadata is rewritten after each structure change so that
-``xarray.open_zarr(STORE)`` opens the store without warnings.
+for that chunk has been written (and fsync'ed, with its folder, for local directories); a marker
+that cannot be read counts as not done. Paths and ``file://`` URLs are opened with zarr's
+LocalStore, which writes every file through a temporary name and a rename, so a killed writer
+leaves no torn file. Structure changes (create, replace, add inits) finish by writing the root
+attributes, so an interrupted change is redone on the next run: creation writes the root with a
+``featstore_creating`` marker first; replacing a store first swaps its description for that
+marker, then deletes the old content, root last. Consolidated metadata is rewritten after each
+structure change so that ``xarray.open_zarr(STORE)`` opens the store without warnings.
+Feature chunks, coordinates and markers carry CRC32C checksums (``featstore verify``).
+:func:`failpoint` marks the points where the crash tests kill a writer.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import shutil
 import signal
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,6 +346,7 @@ class FeatureStore:
     def __init__(self, url: str, group: zarr.Group) -> None:
         self.url = url
         self.group = group
+        self._key_encoders: dict[str, Callable[[tuple[int, ...]], str]] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -369,7 +377,7 @@ class FeatureStore:
     @classmethod
     def create(cls, url: str, layout: StoreLayout, meta: Mapping[str, Any],
                inits: Sequence[Mapping[str, Any]]) -> FeatureStore:
-        """Create a new store (replacing whatever was at ``url``).
+        """Create a new store (replacing whatever was at ``url``, except its lock).
 
         Parameters
         ----------
@@ -565,8 +573,11 @@ class FeatureStore:
 
     def chunk_key(self, var: str, coords: tuple[int, ...]) -> str:
         """Store key of one chunk of array ``var``, e.g. ``"stem/c/0/3/0"``."""
-        array: zarr.Array = self.group[var]  # type: ignore[assignment]
-        return f"{var}/{array.metadata.encode_chunk_key(coords)}"
+        encode = self._key_encoders.get(var)
+        if encode is None:
+            array: zarr.Array = self.group[var]  # type: ignore[assignment]
+            encode = self._key_encoders[var] = array.metadata.encode_chunk_key
+        return f"{var}/{encode(coords)}"
 
     def lock_holder(self) -> LockInfo | None:
         """The process writing this store now (pid, host, time, command), or None.
