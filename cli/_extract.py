@@ -11,15 +11,6 @@ from rich.table import Table
 
 from featstore import schema as S
 from featstore.config import ExtractConfig
-from featstore.extraction import run_extract
-from featstore.models import (
-    available_models,
-    build_model,
-    default_transform,
-    describe_layers,
-    parse_init,
-    parse_layers,
-)
 
 from ._progress import RichProgress
 from ._reliability import print_repair
@@ -85,6 +76,8 @@ def extract_command(
         chunk_images=chunk_images, overwrite=overwrite, skip_unreadable=skip_unreadable,
         autocast=autocast,
     )
+    from featstore.extraction import run_extract
+
     with RichProgress("images", enabled=not quiet) as progress:
         ds = run_extract(config, progress, repair=repair, on_repair=print_repair)
     meta = ds.attrs["featstore"]
@@ -103,6 +96,15 @@ def layers_command(
         help="Input side for activation shapes.")] = None,
 ) -> None:
     """List a model's layer names (module paths) with unit counts, shallow to deep."""
+    from featstore.models import (
+        available_models,
+        build_model,
+        default_transform,
+        describe_layers,
+        parse_init,
+        parse_layers,
+    )
+
     console = Console()
     if list_models or model is None:
         for name in available_models():

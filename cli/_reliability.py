@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from featstore.errors import FeatstoreRuntimeError
-from featstore.verify import VerifyReport, verify_store
+
+if TYPE_CHECKING:
+    from featstore.verify import VerifyReport
 
 
 def report_table(report: VerifyReport, rows: list[dict[str, str]], title: str) -> Table:
@@ -39,6 +41,8 @@ def verify_command(
     store: Annotated[str, typer.Argument(help="Store directory or fsspec URL.")],
 ) -> None:
     """Read every chunk of a store; report corrupt, missing or unfinished chunks (exit 1)."""
+    from featstore.verify import verify_store
+
     report = verify_store(store)
     console = Console()
     if report.leftovers:

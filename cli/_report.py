@@ -12,9 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from featstore.config import parse_store_url
-from featstore.demo import run_demo
-from featstore.inspect import summarize_store
-from featstore.report import write_report
 
 from ._progress import RichProgress
 
@@ -48,6 +45,8 @@ def report_command(
         help="Also plot gain against parameters up to each layer.")] = True,
 ) -> None:
     """Figures (score and gain per layer), CSV tables, report.md and report.html."""
+    from featstore.report import write_report
+
     files = write_report(parse_store_url(store), out, classifier=classifier, metric=metric.value,
                          run=run, n_boot=n_boot, seed=seed, parameters=parameters)
     console = _err()
@@ -136,6 +135,8 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """What a store holds: model, inits, layers, images, progress, size, probe runs."""
+    from featstore.inspect import summarize_store
+
     summary = summarize_store(parse_store_url(store))
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -159,6 +160,8 @@ def demo_command(
     """Extract -> probe -> report end to end on real tissue, in a few minutes on a CPU."""
     console = _err()
     with RichProgress("images", enabled=not quiet) as progress:
+        from featstore.demo import run_demo
+
         result = run_demo(data, out, per_class=per_class, fetch=fetch, device=device.value,
                           image_size=image_size,
                           log=lambda line: console.print(line, markup=False), progress=progress)

@@ -6,14 +6,32 @@ Zarr store (:func:`extract`), open it with xarray (:func:`open_store`), and prob
 
 from __future__ import annotations
 
-from .demo import run_demo
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import FeatstoreError, FeatstoreInputError, FeatstoreRuntimeError
-from .extraction import extract
-from .gain import knowledge_gain
-from .inspect import summarize_store
-from .report import write_report
-from .store import open_store
-from .sweep import open_results, probe
+
+if TYPE_CHECKING:
+    from .demo import run_demo
+    from .extraction import extract
+    from .gain import knowledge_gain
+    from .inspect import summarize_store
+    from .report import write_report
+    from .store import open_store
+    from .sweep import open_results, probe
+
+#: public name -> module defining it; imported on first use so that ``import featstore`` (and
+#: the command line's start-up) does not pay for torch, zarr and dask until they are needed
+_LAZY = {
+    "extract": "extraction",
+    "open_store": "store",
+    "probe": "sweep",
+    "open_results": "sweep",
+    "knowledge_gain": "gain",
+    "write_report": "report",
+    "summarize_store": "inspect",
+    "run_demo": "demo",
+}
 
 __version__ = "0.1.0"
 
@@ -31,3 +49,16 @@ __all__ = [
     "FeatstoreInputError",
     "FeatstoreRuntimeError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
