@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
 from featstore.config import ProbeConfig
 from featstore.errors import ProbeInputError
-from featstore.gain import check_gain_inits, knowledge_gain
-from featstore.sweep import run_probe, stored_run, write_gain_csv, write_results_csv
 
 from ._progress import RichProgress
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
@@ -98,6 +98,10 @@ def probe_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fit classifiers on every layer and init; show each layer's knowledge gain with its CI."""
+    # heavy imports (dask, xarray, scikit-learn) only when the command runs
+    from featstore.gain import check_gain_inits, knowledge_gain
+    from featstore.sweep import run_probe, stored_run, write_gain_csv, write_results_csv
+
     config = ProbeConfig(
         store=store, classifiers=tuple(classifier or ("logreg",)), folds=folds, seed=seed,
         split=split, layers=_names(layers), inits=_names(inits), scheduler=scheduler,

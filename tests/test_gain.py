@@ -12,7 +12,7 @@ import featstore
 from _probe_data import informative, make_store
 from featstore.errors import ProbeInputError
 from featstore.gain import _boot_fold_scores, check_gain_inits, init_kind, knowledge_gain
-from featstore.probe import metric_scores
+from featstore.probing import metric_scores
 
 LAYERS = {"stem": 5, "head": 10}
 

@@ -1,4 +1,4 @@
-"""featstore.probe: classifier specs, estimators and the per-block fit equal scikit-learn.
+"""featstore.probing: classifier specs, estimators and the per-block fit equal scikit-learn.
 
 Tolerances: ridge, nearest centroid and kNN are direct computations and must give exactly
 scikit-learn's predictions and scores. Logistic regression and the linear SVM are iterative;
@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from featstore.errors import ProbeInputError
-from featstore.probe import (
+from featstore.probing import (
     METRICS,
     ClassifierSpec,
     FoldPlan,
@@ -334,3 +334,32 @@ def test_split_plan_trains_on_train_and_tests_on_test() -> None:
     np.testing.assert_array_equal(result.predictions[0, te], ref)
     assert (result.predictions[0, tr] == -1).all()
     assert plan.test_fold().tolist() == [-1 if s != "test" else 0 for s in split]
+
+
+@pytest.mark.parametrize("d", [6, 300])
+def test_preconditioner_uses_training_rows_only(d: int) -> None:
+    """Each fold's spectrum is that of its standardized training rows; test rows never enter."""
+    from featstore.probing import _fold_spectra
+
+    X, y = _data(n=400, d=d, seed=8)
+    plan, splits = _plan_for(y, np.ones(len(y), dtype=bool), folds=4)
+    train = np.stack([plan.train_mask(f) for f in range(4)])
+    stats = [standardization(X[train[f]]) for f in range(4)]
+    mean = np.stack([m for m, _ in stats])
+    scale = np.stack([s for _, s in stats])
+    spectrum = _fold_spectra(X, train, mean, scale, rank=64)
+    shifted = X.copy()
+    shifted[splits[0][1]] += 1e3  # test rows of fold 0 only
+    again = _fold_spectra(shifted, train, mean, scale, rank=64)
+    np.testing.assert_allclose(again.values[0], spectrum.values[0], rtol=1e-6)
+    Xs = (X[train[0]] - mean[0]) / scale[0]
+    exact = np.linalg.eigvalsh(Xs.T @ Xs / len(Xs))
+    k = spectrum.values.shape[1]
+    if k == d:  # exact decomposition
+        np.testing.assert_allclose(spectrum.values[0], exact, rtol=1e-5)  # float32 Gram
+    else:  # randomized: the leading pairs, and the mean of the rest keeps the trace
+        np.testing.assert_allclose(spectrum.values[0, -1], exact[-1], rtol=0.1)
+        np.testing.assert_allclose(spectrum.values[0].sum() + (d - k) * spectrum.rest[0],
+                                   exact.sum(), rtol=1e-5)
+    basis = spectrum.basis[0]
+    np.testing.assert_allclose(basis.T @ basis, np.eye(k), atol=1e-8)

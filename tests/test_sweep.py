@@ -340,3 +340,14 @@ def test_distributed_equals_local(results: xr.Dataset, store: str) -> None:
     sync = featstore.probe(store, classifiers=SPECS, folds=4, seed=3, scheduler="sync",
                            force=True)
     np.testing.assert_array_equal(sync["score"].values, results["score"].values)
+
+
+def test_public_api_names() -> None:
+    import importlib
+
+    importlib.import_module("featstore.probing")
+    importlib.import_module("featstore.gain")
+    assert callable(featstore.probe) and featstore.probe.__module__ == "featstore.sweep"
+    assert featstore.open_results is open_results
+    assert callable(featstore.knowledge_gain)
+    assert {"probe", "knowledge_gain", "open_results"} <= set(featstore.__all__)

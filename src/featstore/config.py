@@ -157,7 +157,7 @@ class ProbeConfig:
         Store location (path or fsspec URL).
     classifiers : tuple of str
         Classifier specs, e.g. ``("logreg:C=0.01,0.1", "knn:k=5")`` (see
-        :func:`featstore.probe.parse_classifier`); stored resolved, one canonical name per row.
+        :func:`featstore.probing.parse_classifier`); stored resolved, one canonical name per row.
     folds : int
         Number of stratified folds (1 with ``split``).
     seed : int

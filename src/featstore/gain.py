@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ProbeInputError
-from .probe import METRICS, scores_from_confusion
+from .probing import METRICS, scores_from_confusion
 
 __all__ = ["init_kind", "check_gain_inits", "knowledge_gain", "CI_METHOD"]
 

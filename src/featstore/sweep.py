@@ -1,10 +1,10 @@
 """The probe sweep: classifiers x layers x inits x folds on a feature store, with dask.
 
 This module is the I/O and orchestration edge of probing; the compute lives in
-:mod:`featstore.probe` (fit/score one block) and :mod:`featstore.gain` (knowledge gain). It
+:mod:`featstore.probing` (fit/score one block) and :mod:`featstore.gain` (knowledge gain). It
 
 1. validates the request against the store (labels, classes, layers, inits, completeness) and
-   builds one :class:`~featstore.probe.FoldPlan` shared by every layer, init and classifier
+   builds one :class:`~featstore.probing.FoldPlan` shared by every layer, init and classifier
    (``StratifiedKFold(n_splits=K, shuffle=True, random_state=seed)`` over the usable images, or
    the store's own split);
 2. reads features lazily (:func:`featstore.store.open_store`) and runs one dask task per
@@ -54,7 +54,7 @@ from .errors import (
     UnknownLayerError,
 )
 from .gain import check_gain_inits, init_kind
-from .probe import (
+from .probing import (
     METRICS,
     BlockResult,
     ClassifierSpec,
@@ -242,7 +242,6 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
     resolved = replace(
         config, store=url, classifiers=tuple(s.name for s in specs), layers=tuple(layers),
         inits=tuple(inits), folds=1 if config.split else config.folds,
-        seed=config.seed,
     )
     return _Request(resolved, specs, store, ds, layers, inits, scheduler,
                     _run_id(resolved, _fingerprint(store, inits)))
@@ -668,7 +667,7 @@ def probe(
     classifiers : sequence of str
         Specs such as ``"logreg"``, ``"logreg:C=0.01,0.1,1,10"``, ``"linear-svm:C=1"``,
         ``"ridge:alpha=1,10"``, ``"knn:k=5"``, ``"nearest-centroid"``
-        (:func:`featstore.probe.parse_classifier`).
+        (:func:`featstore.probing.parse_classifier`).
     folds : int
         Number of folds (>= 2; at most the smallest class's count).
     seed : int

@@ -23,9 +23,16 @@ Two ways in:
 * :func:`probe_block` evaluates many classifiers on every fold of one (init, layer) block at once,
   sharing work between them: fold statistics are computed once per fold, all folds and all ``C``
   values of a linear model are solved together by one batched L-BFGS whose matrix products cover
-  every problem at once, kNN sorts neighbours once per fold for all ``k``, and ridge and
+  every problem at once (each fold's standardization is folded into the weights, so the raw
+  block is multiplied once per iteration), preconditioned with the leading eigenvectors of each
+  fold's training covariance; kNN sorts neighbours once per fold for all ``k``; ridge and
   nearest-centroid are fit from sufficient statistics (:func:`group_stats`), which the sweep can
   also accumulate chunk by chunk with bounded memory.
+
+The iterative solvers stop on scikit-learn's lbfgs criterion (largest absolute gradient entry of
+the mean-loss objective ``<= tol``); they reach the same optimum as scikit-learn, but by another
+path, so at a finite ``tol`` individual predictions may differ where the optimum is flat (large
+``C``); solved tightly both agree exactly (see the tests).
 
 The folds are described by a :class:`FoldPlan` over all images of the store: each image belongs
 to one *group* (``-1``: not used), fold ``f`` trains on the groups ``train_groups[f]`` and tests on
@@ -38,6 +45,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
@@ -458,81 +466,201 @@ def standardization(X: np.ndarray, offset: np.ndarray | float = 0.0
 # batched linear models (multinomial logistic regression, squared-hinge linear SVM)
 
 
+#: eigenpairs kept per fold for the L-BFGS preconditioner (all of them up to twice this)
+_PRECOND_RANK: Final = 128
+#: curvature of each loss per unit of feature variance, relative to the L2 strength, used to
+#: weigh the data term against the penalty in the preconditioner (a rough, fixed guess: only
+#: the speed of convergence depends on it, never the optimum)
+_CURVATURE: Final = {"multinomial": 0.05, "squared_hinge": 0.5}
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    """Leading eigenpairs of each fold's standardized training Gram matrix ``Xs^T Xs / n``.
+
+    Attributes
+    ----------
+    basis : ndarray, shape (F, d, k)
+        Orthonormal eigenvectors.
+    values : ndarray, shape (F, k)
+        Their eigenvalues.
+    rest : ndarray, shape (F,)
+        Mean eigenvalue of the orthogonal complement (0 when k = d).
+    """
+
+    basis: np.ndarray
+    values: np.ndarray
+    rest: np.ndarray
+
+
+def _fold_spectra(Xc: np.ndarray, train: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                  rank: int = _PRECOND_RANK) -> _Spectrum:
+    """Eigen-structure of every fold's standardized training features (training rows only).
+
+    Rows are grouped by the folds they train (for K folds: by test fold), the Gram matrix of
+    each group is computed once, and fold ``f`` sums the groups it trains on. Small layers get
+    an exact eigendecomposition; larger ones the top ``rank`` pairs by randomized subspace
+    iteration (fixed seed, so results are deterministic).
+
+    Parameters
+    ----------
+    Xc : ndarray, shape (n, d)
+    train : ndarray of bool, shape (F, n)
+    mean, scale : ndarray, shape (F, d)
+        Training standardization of ``Xc`` per fold.
+    rank : int
+    """
+    F, d = train.shape[0], Xc.shape[1]
+    patterns, atom = np.unique(train.T, axis=0, return_inverse=True)
+    atom = np.ravel(atom)
+    X32 = Xc.astype(np.float32)
+    grams: dict[int, np.ndarray] = {}
+    for a, pattern in enumerate(patterns):
+        if pattern.any():
+            rows = X32[atom == a]
+            grams[a] = (rows.T @ rows).astype(np.float64)
+    k = d if d <= 2 * rank else rank
+    basis = np.empty((F, d, k))
+    values = np.empty((F, k))
+    rest = np.zeros(F)
+    rng = np.random.default_rng(0)
+    for f in range(F):
+        n_f = float(train[f].sum())
+        G = sum(grams[a] for a in grams if patterns[a, f])
+        G = (G / n_f - np.outer(mean[f], mean[f])) / np.outer(scale[f], scale[f])
+        if k == d:
+            vals, vecs = np.linalg.eigh(G)
+        else:
+            Q = np.linalg.qr(G @ rng.standard_normal((d, k + 16)))[0]
+            for _ in range(2):
+                Q = np.linalg.qr(G @ Q)[0]
+            vals, small = np.linalg.eigh(Q.T @ G @ Q)
+            vals, vecs = vals[-k:], Q @ small[:, -k:]
+            rest[f] = max(float(np.trace(G) - vals.sum()) / (d - k), 0.0)
+        basis[f] = vecs
+        values[f] = np.maximum(vals, 0.0)
+    return _Spectrum(basis, values, rest)
+
+
 @dataclass(frozen=True)
 class _LinearProblems:
     """A batch of independent linear problems on one matrix ``Xc`` (shape (n, d)).
 
-    Problem ``p`` fits weights W (d, T) and bias b (T) on the rows weighted by
+    Problem ``p`` fits weights W (T, d) and biases b (T) on the rows weighted by
     ``weights[fold[p]]`` (1/n_train on training rows, 0 elsewhere) and the features
-    ``(Xc - mean[fold[p]]) * inv_scale[fold[p]]``, with L2 strength ``lam[p]``.
+    ``(Xc - mean[fold[p]]) * inv_scale[fold[p]]``, with L2 strength ``lam[p]``. The
+    standardization is folded into the weights, so one matrix product over ``Xc`` serves every
+    problem; work arrays are laid out (T, p, n) so that sums over classes add whole slabs.
     """
 
     Xc: np.ndarray  # (n, d)
-    targets: np.ndarray  # (n, T): one-hot (multinomial) or +-1 (hinge)
+    targets: np.ndarray  # (T, n): one-hot (multinomial) or +-1 (hinge)
     weights: np.ndarray  # (F, n)
     mean: np.ndarray  # (F, d)
     inv_scale: np.ndarray  # (F, d)
     fold: np.ndarray  # (P,)
     lam: np.ndarray  # (P,)
     loss: str  # "multinomial" | "squared_hinge"
+    spectrum: _Spectrum | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.Xc.shape[1], self.targets.shape[1]
+        return self.targets.shape[0], self.Xc.shape[1]
+
+    def precondition(self, q: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Apply an approximate inverse Hessian to parameter rows ``q`` (shape (p, D)).
+
+        The Hessian of problem ``p`` is approximated by ``c * G_f + lam_p * I`` on the weights
+        (``G_f``: the fold's standardized training Gram matrix, ``c``: a fixed curvature per
+        unit variance) and ``c + lam_p`` (hinge) or ``c`` (logistic) on the biases; ``G_f`` is
+        used through its leading eigenpairs plus the mean of the remaining eigenvalues.
+        """
+        spec = self.spectrum
+        if spec is None:
+            return q
+        c = _CURVATURE[self.loss]
+        W, b = self.split(q)
+        lam = self.lam[idx]
+        folds = self.fold[idx]
+        out_w = np.empty_like(W)
+        for f in np.unique(folds):
+            sel = np.flatnonzero(folds == f)
+            U = spec.basis[f]
+            inv_rest = 1.0 / (c * spec.rest[f] + lam[sel])  # (ps,)
+            inv_top = 1.0 / (c * spec.values[f][None, :] + lam[sel][:, None])  # (ps, k)
+            proj = W[sel] @ U  # (ps, T, k)
+            proj *= (inv_top - inv_rest[:, None])[:, None, :]
+            out_w[sel] = W[sel] * inv_rest[:, None, None] + proj @ U.T
+        bias_lam = lam if self.loss == "squared_hinge" else np.zeros_like(lam)
+        out_b = b / (c + bias_lam)[:, None]
+        return np.concatenate([out_w.reshape(len(idx), -1), out_b], axis=1)
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d, t = self.shape
-        return x[:, : d * t].reshape(-1, d, t), x[:, d * t:]
-
-    def effective(self, x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weights and offsets on the raw ``Xc``: V (d, p*T) and offset (p, T)."""
-        W, b = self.split(x)
-        folds = self.fold[idx]
-        V = W * self.inv_scale[folds][:, :, None]  # (p, d, T)
-        offset = b - np.einsum("pd,pdt->pt", self.mean[folds], V)
-        d, t = self.shape
-        return np.ascontiguousarray(V.transpose(1, 0, 2).reshape(d, -1)), offset
+        """Weights (p, T, d) and biases (p, T) of parameter rows ``x`` (shape (p, D))."""
+        t, d = self.shape
+        return x[:, : t * d].reshape(-1, t, d), x[:, t * d:]
 
     def decision(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Decision values of every row, shape (n, p, T)."""
-        V, offset = self.effective(x, idx)
-        Z = self.Xc @ V
-        return Z.reshape(Z.shape[0], len(idx), -1) + offset[None]
+        """Decision values of every row for problems ``idx``, shape (T, p, n)."""
+        W, b = self.split(x)
+        folds = self.fold[idx]
+        V = W * self.inv_scale[folds][:, None, :]  # (p, T, d): weights on raw Xc
+        offset = b - np.einsum("pd,ptd->pt", self.mean[folds], V)
+        t, d = self.shape
+        V = np.ascontiguousarray(V.transpose(1, 0, 2)).reshape(t * len(idx), d)
+        Z = (V @ self.Xc.T).reshape(t, len(idx), -1)
+        Z += offset.T[:, :, None]
+        return Z
 
     def loss_grad(self, x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Objective and gradient of problems ``idx`` at ``x`` (shape (p, D))."""
         W, b = self.split(x)
         folds = self.fold[idx]
         lam = self.lam[idx]
-        Z = self.decision(x, idx)  # (n, p, T)
-        w = self.weights[folds].T[:, :, None]  # (n, p, 1)
+        w = self.weights[folds]  # (p, n)
+        Y = self.targets[:, None, :]  # (T, 1, n)
+        R = self.decision(x, idx)  # (T, p, n), overwritten in place below
         if self.loss == "multinomial":
-            top = Z.max(axis=2, keepdims=True)
-            E = np.exp(Z - top)
-            sums = E.sum(axis=2, keepdims=True)
-            lse = np.log(sums) + top
-            true = np.einsum("npt,nt->np", Z, self.targets)[:, :, None]
-            f = ((lse - true) * w).sum(axis=(0, 2))
-            R = (E / sums - self.targets[:, None, :]) * w
+            top = R[0].copy()
+            for k in range(1, R.shape[0]):
+                np.maximum(top, R[k], out=top)
+            R -= top
+            true = (R * Y).sum(axis=0)
+            np.exp(R, out=R)
+            sums = R.sum(axis=0)
+            f = ((np.log(sums) - true) * w).sum(axis=1)
+            R /= sums
+            R -= Y
+            R *= w
             penalty = 0.5 * lam * (W**2).sum(axis=(1, 2))
-            gb = R.sum(axis=0)
+            gb = R.sum(axis=2).T
         else:
-            margin = np.maximum(1.0 - self.targets[:, None, :] * Z, 0.0)
-            f = (margin**2 * w).sum(axis=(0, 2))
-            R = -2.0 * self.targets[:, None, :] * margin * w
+            R *= Y
+            np.subtract(1.0, R, out=R)
+            np.maximum(R, 0.0, out=R)
+            f = (R**2 * w).sum(axis=(0, 2))
+            R *= Y
+            R *= w
+            R *= -2.0
             penalty = 0.5 * lam * ((W**2).sum(axis=(1, 2)) + (b**2).sum(axis=1))
-            gb = R.sum(axis=0) + lam[:, None] * b
-        d, t = self.shape
-        G = (self.Xc.T @ R.reshape(R.shape[0], -1)).reshape(d, len(idx), t).transpose(1, 0, 2)
-        G = (G - self.mean[folds][:, :, None] * R.sum(axis=0)[:, None, :])
-        G = G * self.inv_scale[folds][:, :, None] + lam[:, None, None] * W
+            gb = R.sum(axis=2).T + lam[:, None] * b
+        t, d = self.shape
+        G = (R.reshape(t * len(idx), -1) @ self.Xc).reshape(t, len(idx), d).transpose(1, 0, 2)
+        sum_r = R.sum(axis=2).T  # (p, T)
+        G = (G - sum_r[:, :, None] * self.mean[folds][:, None, :]) * \
+            self.inv_scale[folds][:, None, :] + lam[:, None, None] * W
         grad = np.concatenate([G.reshape(len(idx), -1), gb], axis=1)
         return f + penalty, grad
 
 
 def _two_loop(g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, count: np.ndarray,
-              head: np.ndarray) -> np.ndarray:
-    """L-BFGS two-loop recursion for a batch of problems (rows of ``g``)."""
+              head: np.ndarray, yhy: np.ndarray,
+              precond: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """L-BFGS two-loop recursion for a batch of problems (rows of ``g``).
+
+    The initial inverse Hessian is ``gamma * H0`` with ``H0 = precond`` and ``gamma = s.y /
+    y.H0.y`` of the newest pair (``yhy`` holds ``y.H0.y``).
+    """
     m = S.shape[1]
     rows = np.arange(g.shape[0])
     q = g.copy()
@@ -544,11 +672,9 @@ def _two_loop(g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, coun
         alphas[:, j] = a
         q -= a[:, None] * Y[rows, slot]
     newest = (head - 1) % m
-    y_new = Y[rows, newest]
-    yy = np.einsum("pd,pd->p", y_new, y_new)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gamma = np.where((count > 0) & (yy > 0), 1.0 / (rho[rows, newest] * yy), 1.0)
-    r = gamma[:, None] * q
+        gamma = np.where((count > 0) & (yhy > 0), 1.0 / (rho[rows, newest] * yhy), 1.0)
+    r = gamma[:, None] * precond(q)
     for j in reversed(range(m)):
         slot = (head - 1 - j) % m
         rr = rho[rows, slot] * (j < count)
@@ -559,7 +685,9 @@ def _two_loop(g: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, coun
 
 def _lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
            x0: np.ndarray, tol: float, max_iter: int, history: int = 10,
-           max_ls: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           max_ls: int = 40,
+           precond: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimize independent smooth convex objectives together (batched L-BFGS).
 
     Each problem has its own curvature history, step length (backtracking Armijo line search
@@ -581,6 +709,10 @@ def _lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
         Number of correction pairs kept per problem.
     max_ls : int
         Line-search trials per iteration.
+    precond : callable, optional
+        ``precond(v, idx)``: an approximate inverse Hessian applied to rows ``v`` (shape
+        (p, D)) of problems ``idx``; it shapes the initial matrix of the recursion and changes
+        only how fast the optimum is reached. Default the identity.
 
     Returns
     -------
@@ -596,21 +728,27 @@ def _lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
     S = np.zeros((P, history, D))
     Y = np.zeros((P, history, D))
     rho = np.zeros((P, history))
+    yhy = np.zeros(P)
     count = np.zeros(P, dtype=np.int64)
     head = np.zeros(P, dtype=np.int64)
     n_iter = np.zeros(P, dtype=np.int64)
+
+    def apply(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return v if precond is None else precond(v, idx)
+
     converged = np.abs(g).max(axis=1) <= tol
     active = ~converged & (max_iter > 0)
     c1 = 1e-4
     while active.any():
         A = np.flatnonzero(active)
         gA = g[A]
-        d = -_two_loop(gA, S[A], Y[A], rho[A], count[A], head[A])
+        d = -_two_loop(gA, S[A], Y[A], rho[A], count[A], head[A], yhy[A],
+                       partial(apply, idx=A))
         gd = np.einsum("pd,pd->p", gA, d)
         bad = ~(gd < 0)
         if bad.any():
-            d[bad] = -gA[bad]
-            gd[bad] = -np.einsum("pd,pd->p", gA[bad], gA[bad])
+            d[bad] = -apply(gA[bad], A[bad])
+            gd[bad] = np.einsum("pd,pd->p", gA[bad], d[bad])
             count[A[bad]] = 0
         fresh = count[A] == 0
         t = np.ones(len(A))
@@ -653,6 +791,8 @@ def _lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
         S[P_upd, slots] = s[upd]
         Y[P_upd, slots] = yv[upd]
         rho[P_upd, slots] = 1.0 / sy[upd]
+        if P_upd.size:
+            yhy[P_upd] = np.einsum("pd,pd->p", yv[upd], apply(yv[upd], P_upd))
         head[P_upd] = (slots + 1) % history
         count[P_upd] = np.minimum(count[P_upd] + 1, history)
         f_old = f[P_ok]
@@ -670,23 +810,25 @@ def _lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
 
 
 def _linear_targets(y: np.ndarray, n_classes: int, loss: str) -> np.ndarray:
+    """Targets of shape (T, n): one-hot rows, or +-1 (one row for two classes, else one-vs-rest)."""
     if loss == "multinomial":
-        return np.eye(n_classes)[y]
+        return np.ascontiguousarray(np.eye(n_classes)[y].T)
     if n_classes == 2:
-        return np.where(y == 1, 1.0, -1.0)[:, None]
-    return np.where(np.eye(n_classes, dtype=bool)[y], 1.0, -1.0)
+        return np.where(y == 1, 1.0, -1.0)[None, :]
+    return np.ascontiguousarray(np.where(np.eye(n_classes, dtype=bool)[y], 1.0, -1.0).T)
 
 
-def _predict_linear(Z: np.ndarray) -> np.ndarray:
-    """Class indices from decision values of shape (..., T): argmax, or sign when T == 1."""
-    if Z.shape[-1] == 1:
-        return (Z[..., 0] > 0).astype(np.int64)
-    return Z.argmax(axis=-1)
+def _predict_linear(Z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Class indices from decision values: argmax along ``axis``, or the sign when it has size 1."""
+    if Z.shape[axis] == 1:
+        return (np.take(Z, 0, axis=axis) > 0).astype(np.int64)
+    return Z.argmax(axis=axis)
 
 
 def _solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
                   train: np.ndarray, Cs: Sequence[float], tol: float, max_iter: int,
                   fold_stats: tuple[np.ndarray, np.ndarray] | None = None,
+                  precondition: bool = True,
                   ) -> tuple[_LinearProblems, np.ndarray, np.ndarray]:
     """Fit every (fold, C) problem of one linear model together.
 
@@ -703,6 +845,10 @@ def _solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
         Inverse regularization strengths (scikit-learn's ``C``).
     fold_stats : (mean, scale), each of shape (F, d), optional
         Training standardization per fold; computed from ``train`` when omitted.
+    precondition : bool
+        Precondition L-BFGS with each fold's training feature covariance
+        (:meth:`_LinearProblems.precondition`): same optimum, far fewer iterations on
+        correlated features.
 
     Returns
     -------
@@ -721,7 +867,7 @@ def _solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     else:
         mean, scale = fold_stats
     targets = _linear_targets(y, n_classes, loss)
-    T = targets.shape[1]
+    T = targets.shape[0]
     Cs_arr = np.asarray(Cs, dtype=np.float64)
     fold = np.repeat(np.arange(F), len(Cs_arr))
     C = np.tile(Cs_arr, F)
@@ -732,9 +878,11 @@ def _solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     problems = _LinearProblems(
         Xc=Xc, targets=targets, weights=train / n_train[:, None], mean=mean,
         inv_scale=1.0 / scale, fold=fold, lam=lam, loss=loss,
+        spectrum=_fold_spectra(Xc, train, mean, scale) if precondition else None,
     )
     D = (Xc.shape[1] + 1) * T
-    x, n_iter, _ = _lbfgs(problems.loss_grad, np.zeros((len(fold), D)), tol, max_iter)
+    x, n_iter, _ = _lbfgs(problems.loss_grad, np.zeros((len(fold), D)), tol, max_iter,
+                          precond=problems.precondition if precondition else None)
     return problems, x, n_iter
 
 
@@ -778,7 +926,7 @@ class _LinearProbe(_StandardizedProbe):
         problems, x, n_iter = _solve_linear(X, y_idx, len(self.classes_), self._loss, train,
                                             [self.C], self.tol, self.max_iter, stats)
         W, b = problems.split(x)
-        self.coef_ = W[0].T.copy()  # (T, d) on standardized features
+        self.coef_ = W[0].copy()  # (T, d) on standardized features
         self.intercept_ = b[0].copy()
         self.n_iter_ = int(n_iter[0])
         return self
@@ -1324,11 +1472,12 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
         Cs = [float(s.param("C")) for s in group]
         problems, x, n_iter = _solve_linear(Xc, y, K, loss, train, Cs, kind_tol, max_iter,
                                             (mean, scale))
-        Z = problems.decision(x, np.arange(len(problems.fold)))  # (n, F * len(Cs), T)
+        Z = problems.decision(x, np.arange(len(problems.fold)))  # (T, F * len(Cs), n)
         for f in range(F):
             for q, spec in enumerate(group):
                 p = f * len(Cs) + q
-                predictions[index[spec.name], rows[test[f]]] = _predict_linear(Z[test[f], p])
+                predictions[index[spec.name], rows[test[f]]] = _predict_linear(
+                    Z[:, p, test[f]], axis=0)
                 unconverged[index[spec.name]] += int(n_iter[p] >= max_iter)
 
     knn = [s for s in specs if s.kind == "knn"]
