@@ -104,6 +104,26 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+class Clock:
+    """Wall time and this process's CPU time (user + system, every thread) of timed calls.
+
+    On a shared machine the wall time of a run depends on what else runs; the CPU time counts
+    only the work this process did, so its ratio is a load-robust cross-check of a wall-time
+    ratio (it misses waiting, e.g. on disk, and counts busy-waiting threads).
+    """
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __call__(self, fn: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        return result
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

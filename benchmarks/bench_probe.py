@@ -23,8 +23,8 @@ real activations, and 64 px keeps every layer's width). It is cached under
 from __future__ import annotations
 
 import argparse
+import functools
 import re
-import time
 import warnings
 
 import numpy as np
@@ -35,7 +35,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import featstore
-from _common import LoadLog, md_table, median, real_feature_store, spread, write_section
+from _common import Clock, LoadLog, md_table, median, real_feature_store, spread, write_section
 
 INITS = ("pretrained", "random:0")
 C_VALUES = (0.01, 0.1, 1.0, 10.0)
@@ -46,8 +46,11 @@ TOL = 1e-4
 MAX_ITER = 1000
 
 
-def sklearn_loop(store: str, layers: list[str]) -> tuple[dict[tuple[str, str, float], float], int,
-                                                        np.ndarray]:
+#: mean test accuracy per (init, layer, C), fits that hit max_iter, test fold per image
+Sweep = tuple[dict[tuple[str, str, float], float], int, np.ndarray]
+
+
+def sklearn_loop(store: str, layers: list[str]) -> Sweep:
     """Mean test accuracy per (init, layer, C), the number of unconverged fits, the folds."""
     ds = featstore.open_store(store)
     labels = np.asarray(ds["label"].values)
@@ -75,8 +78,7 @@ def sklearn_loop(store: str, layers: list[str]) -> tuple[dict[tuple[str, str, fl
     return accuracy, unconverged, test_fold
 
 
-def featstore_sweep(store: str, layers: list[str]) -> tuple[dict[tuple[str, str, float], float],
-                                                           int, np.ndarray]:
+def featstore_sweep(store: str, layers: list[str]) -> Sweep:
     """The same sweep through ``featstore.probe`` (recomputed: ``force=True``)."""
     results = featstore.probe(store, classifiers=[CLASSIFIER], folds=FOLDS, seed=SEED,
                               layers=layers, inits=list(INITS), force=True, tol=TOL,
@@ -110,17 +112,15 @@ def main() -> None:
     units = {v: int(featstore.open_store(store)[v].shape[-1]) for v in layers}
     n_images = 3 * per_class
 
-    base_t: list[float] = []
-    ours_t: list[float] = []
-    runs = {"base": (base_t, sklearn_loop), "ours": (ours_t, featstore_sweep)}
-    outputs = {}
+    base, ours = Clock(), Clock()
+    runs = {"base": (base, sklearn_loop), "ours": (ours, featstore_sweep)}
+    outputs: dict[str, Sweep] = {}
     for rep in range(repeats):  # alternate so drifts in machine load hit both alike
         for which in ("base", "ours") if rep % 2 == 0 else ("ours", "base"):
-            times, fn = runs[which]
-            start = time.perf_counter()
-            outputs[which] = fn(store, layers)
-            times.append(time.perf_counter() - start)
-            print(f"repeat {rep + 1}/{repeats}: {which} {times[-1]:.1f} s", flush=True)
+            clock, fn = runs[which]
+            outputs[which] = clock(functools.partial(fn, store, layers))
+            print(f"repeat {rep + 1}/{repeats}: {which} {clock.wall[-1]:.1f} s wall, "
+                  f"{clock.cpu[-1]:.1f} s CPU", flush=True)
     base_acc, base_unconv, base_folds = outputs["base"]
     ours_acc, ours_unconv, ours_folds = outputs["ours"]
     same_folds = bool(np.array_equal(base_folds, ours_folds))
@@ -128,10 +128,11 @@ def main() -> None:
     worst = max(diff.values())
     n_fits = len(INITS) * len(layers) * FOLDS * len(C_VALUES)
     timing = md_table(
-        ["run", "wall time (s)", "fits/s"],
+        ["run", "wall time (s)", "fits/s", "CPU time (s)"],
         [["scikit-learn loop: StandardScaler + LogisticRegression per fold, sequential "
-          "(baseline)", spread(base_t), f"{n_fits / median(base_t):.1f}"],
-         ["`featstore.probe` (dask threads)", spread(ours_t), f"{n_fits / median(ours_t):.1f}"]])
+          "(baseline)", spread(base.wall), f"{n_fits / median(base.wall):.1f}", spread(base.cpu)],
+         ["`featstore.probe` (dask threads)", spread(ours.wall),
+          f"{n_fits / median(ours.wall):.1f}", spread(ours.cpu)]])
     accuracy = md_table(
         ["layer", "units", *[f"C={c:g}" for c in C_VALUES], "pretrained accuracy (%)"],
         [[f"`{var}`", units[var],
@@ -145,13 +146,15 @@ efficientnet_lite0 at `--image-size {args.image_size}`, inits {', '.join(INITS)}
 {len(all_layers)} layers (extraction: {extraction}). Sweep: {len(INITS)} inits x
 {len(layers)} layers x {FOLDS} folds x `{CLASSIFIER}` = {n_fits} logistic regressions;
 tol {TOL} and max_iter {MAX_ITER} on both sides; {repeats} repeat(s), baseline and featstore
-alternating, median (min-max) seconds.
+alternating, median (min-max) seconds; CPU time = user + system of the process, all
+threads.
 
 {timing}
 
-**loop / featstore = {median(base_t) / median(ours_t):.1f}x** (target >= 5x). Same folds on both
-sides: {'yes' if same_folds else 'NO'}. Fits that hit max_iter: scikit-learn {base_unconv},
-featstore {ours_unconv}.
+**loop / featstore = {median(base.wall) / median(ours.wall):.1f}x** wall time (target >= 5x);
+CPU time ratio {median(base.cpu) / median(ours.cpu):.1f}x. Same folds on both sides:
+{'yes' if same_folds else 'NO'}. Fits that hit max_iter: scikit-learn {base_unconv}, featstore
+{ours_unconv}.
 
 **Largest mean-accuracy difference over all (init, layer, C): {worst:.2f} points** (target <=
 0.5); mean difference {np.mean(list(diff.values())):.3f} points. Per layer and C: the larger of
