@@ -144,6 +144,33 @@ def test_stats_path_equals_block_path(results: xr.Dataset, store: str) -> None:
                                    results["score"].sel(classifier=spec).values, atol=1e-12)
 
 
+def test_stats_path_reads_chunk_by_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ridge / nearest centroid alone never load a whole (init, layer) block."""
+    import featstore.sweep as sweep
+
+    path = make_store(tmp_path / "chunks.zarr", per_class=(30, 30), chunk_images=16)
+    rows_seen: list[int] = []
+    original = sweep._chunk_stats
+
+    def spy(chunk: np.ndarray, *args: object) -> object:
+        rows_seen.append(chunk.shape[0])
+        return original(chunk, *args)  # type: ignore[arg-type]
+
+    def no_block(*args: object) -> None:
+        raise AssertionError("whole block loaded")
+
+    monkeypatch.setattr(sweep, "_chunk_stats", spy)
+    monkeypatch.setattr(sweep, "_block_task", no_block)
+    out = featstore.probe(path, classifiers=["ridge", "nearest-centroid"], folds=3)
+    assert max(rows_seen) == 16
+    assert len(rows_seen) == 4 * 3 * 2  # chunks x layers x inits
+    monkeypatch.undo()
+    block = featstore.probe(path, classifiers=["ridge", "nearest-centroid", "knn"], folds=3)
+    np.testing.assert_array_equal(
+        out["prediction"].values,
+        block["prediction"].sel(classifier=["ridge:alpha=1", "nearest-centroid"]).values)
+
+
 def test_store_root_still_opens_after_results(results: xr.Dataset, store: str) -> None:
     ds = xr.open_zarr(store)
     assert set(ds.data_vars) == {"stem", "blocks.0", "head"}

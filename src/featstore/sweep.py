@@ -88,7 +88,7 @@ __all__ = [
 #: attribute of a results group holding its description (written last: marks a complete run)
 RESULTS_ATTR: Final = "featstore_probe"
 #: bump when a change to the probe computation changes numbers (invalidates stored runs)
-_PROBE_FORMAT: Final = 1
+_PROBE_FORMAT: Final = 2
 #: dimension names of the results
 CLASSIFIER: Final = "classifier"
 LAYER: Final = "layer"
@@ -434,8 +434,13 @@ def _assemble_stats(parts: list[np.ndarray], plan: FoldPlan) -> BlockResult:
                        np.zeros(predictions.shape[0], dtype=np.int64))
 
 
-def _stats_graph(array: da.Array, plan: FoldPlan, specs: tuple[ClassifierSpec, ...]) -> Any:
-    """Chunked ridge / nearest-centroid: memory bounded by one chunk (plus d x d sums)."""
+def _stats_graph(array: da.Array, plan: FoldPlan, plan_ref: Any,
+                 specs: tuple[ClassifierSpec, ...]) -> Any:
+    """Chunked ridge / nearest-centroid: memory bounded by one chunk (plus d x d sums).
+
+    ``plan_ref`` is the plan as one shared graph node, so that a distributed scheduler ships it
+    to each worker once rather than with every chunk task.
+    """
     delayed = dask.delayed
     chunks = array.to_delayed().ravel().tolist()
     bounds = np.cumsum((0, *array.chunks[0]))
@@ -450,12 +455,12 @@ def _stats_graph(array: da.Array, plan: FoldPlan, specs: tuple[ClassifierSpec, .
     while len(partial) > 1:
         partial = [delayed(merge_stats, pure=True)(partial[i], partial[i + 1])
                    if i + 1 < len(partial) else partial[i] for i in range(0, len(partial), 2)]
-    models = delayed(fit_from_stats, pure=True)(partial[0], plan, specs)
+    models = delayed(fit_from_stats, pure=True)(partial[0], plan_ref, specs)
     predictions = [
-        delayed(predict_from_stats, pure=True)(models, chunk, plan.groups[a:b], plan, shift)
+        delayed(predict_from_stats, pure=True)(models, chunk, plan.groups[a:b], plan_ref, shift)
         for chunk, (a, b) in zip(chunks, pieces, strict=True)
     ]
-    return delayed(_assemble_stats, pure=True)(predictions, plan)
+    return delayed(_assemble_stats, pure=True)(predictions, plan_ref)
 
 
 def _finite_rows(request: _Request, runner: _Runner) -> np.ndarray:
@@ -578,14 +583,14 @@ def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
         stats_only = all(s.uses_stats for s in request.specs)
         keys: list[tuple[int, int]] = []
         tasks = []
-        plan_ref = dask.delayed(plan, pure=True) if runner.client is not None else plan
+        plan_ref = dask.delayed(plan, pure=True)  # one graph node shared by every task
         # a LocalCluster runs one single-threaded process per worker: one BLAS thread each
         blas_threads = 1 if kind == "local" else None
         for i, pos in enumerate(positions):
             for j, var in enumerate(request.layers):
                 array = ds[var].data[pos]
                 if stats_only:
-                    task = _stats_graph(array, plan, request.specs)
+                    task = _stats_graph(array, plan, plan_ref, request.specs)
                 else:
                     task = dask.delayed(_block_task, pure=True)(
                         array, plan_ref, request.specs, request.config.tol,
