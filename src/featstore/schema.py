@@ -73,7 +73,9 @@ def layer_to_var(layer: str) -> str:
         For an empty name, one containing ``/``, one starting with ``__`` or made only of dots.
     """
     if not layer or "/" in layer or layer.startswith("__") or not layer.strip("."):
-        raise ValueError(f"layer name {layer!r} cannot be stored: it must be a non-empty module path")
+        raise ValueError(
+            f"layer name {layer!r} cannot be stored: it must be a non-empty module path"
+        )
     return layer
 
 
