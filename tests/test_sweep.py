@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
@@ -378,3 +380,26 @@ def test_public_api_names() -> None:
     assert featstore.open_results is open_results
     assert callable(featstore.knowledge_gain)
     assert {"probe", "knowledge_gain", "open_results"} <= set(featstore.__all__)
+
+
+_names = st.lists(st.text("abc.:0123", min_size=1, max_size=6), min_size=1, max_size=3)
+
+
+@given(classifiers=_names, folds=st.integers(2, 20), seed=st.integers(0, 2**31),
+       split=st.booleans(), layers=st.none() | _names, inits=st.none() | _names,
+       tol=st.floats(1e-12, 1.0), max_iter=st.integers(1, 10**6),
+       scheduler=st.none() | st.sampled_from(["threads:2", "local:3", "tcp://h:1"]),
+       force=st.booleans())
+@settings(max_examples=50, deadline=None)
+def test_probe_config_round_trip(**fields: object) -> None:
+    config = ProbeConfig(store="s.zarr", **{k: tuple(v) if isinstance(v, list) else v  # type: ignore[arg-type]
+                                            for k, v in fields.items()})
+    data = config.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert ProbeConfig.from_dict(data) == config
+    assert set(config.identity()) == set(ProbeConfig.IDENTITY_FIELDS)
+
+
+def test_probe_config_rejects_unknown_fields() -> None:
+    with pytest.raises(FeatstoreInputError, match="unknown ProbeConfig field"):
+        ProbeConfig.from_dict({"store": "s", "colour": "red"})
