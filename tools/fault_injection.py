@@ -730,8 +730,11 @@ def concurrency(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
         return out
     store = work / "cc.zarr"
     argv = extract_argv(data, store)
-    slow = {"FEATSTORE_FAILPOINTS": "write_chunk.before_marker=sleep:0.4"}
-    process, log, started = runner.start(argv, slow)
+    # the first writer holds the lock at its first chunk until the checks below release it, so
+    # the second writer meets a live lock however slowly this machine starts processes
+    release = work / "cc-release"
+    held = {"FEATSTORE_FAILPOINTS": f"write_chunk.before_marker=wait:{release}"}
+    process, log, started = runner.start(argv, held)
     deadline = time.monotonic() + 120
     holder = None
     while holder is None and time.monotonic() < deadline and process.exitcode is None:
@@ -758,6 +761,7 @@ def concurrency(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
         out.rows.append(["`featstore probe` while it is being extracted",
                          f"exit {probe.exitcode}: `{probe.stderr_lines[0][:150]}`"
                          if probe.stderr_lines else f"exit {probe.exitcode}"])
+    release.touch()
     first = runner.finish(argv, process, log, started)
     out.tried += 1
     difference = (store_difference(store, reference) if first.exitcode == 0

@@ -82,8 +82,9 @@ def failpoint(name: str) -> None:
 
     ``FEATSTORE_FAILPOINTS="write_chunk.layer=kill@3,create.root=kill"`` makes this process
     SIGKILL itself at the 3rd pass through ``write_chunk.layer`` and at the first pass through
-    ``create.root``; ``point=sleep:0.5`` sleeps there instead. The points are listed in
-    RELIABILITY.md.
+    ``create.root``; ``point=sleep:0.5`` sleeps there instead; ``point=wait:PATH`` blocks there
+    until the file PATH exists (at most 10 minutes), so a test can hold a writer at a known
+    point for as long as it needs. The points are listed in RELIABILITY.md.
     """
     spec = os.environ.get(_FAILPOINT_ENV)
     if not spec:
@@ -96,6 +97,10 @@ def failpoint(name: str) -> None:
         action = action or "kill"
         if action.startswith("sleep:"):
             time.sleep(float(action[len("sleep:"):]))
+        elif action.startswith("wait:"):
+            release, deadline = action[len("wait:"):], time.monotonic() + 600
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
         elif action == "kill" or (action.startswith("kill@") and hits == int(action[5:])):
             os.kill(os.getpid(), signal.SIGKILL)
 
