@@ -145,7 +145,10 @@ def test_kill_9_midway_then_resume_equals_uninterrupted(tmp_path):
             str(tmp_path / "k.zarr"), "--init", "random:0", "--image-size", "64",
             "--batch-size", "2", "--chunk-images", "2", "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.pop("FEATSTORE_FAILPOINTS", None)
+    # a pause at every chunk keeps the run long enough to be killed midway on a fast machine
+    slowed = {**env, "FEATSTORE_FAILPOINTS": "write_chunk.before_marker=sleep:0.1"}
+    proc = subprocess.Popen(args, env=slowed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_dir = tmp_path / "k.zarr" / "_featstore" / "done" / "c" / "0"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
