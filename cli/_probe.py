@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featstore.config import ProbeConfig
+from featstore.config import DEFAULT_MAX_ITER, DEFAULT_TOL, ProbeConfig
 from featstore.errors import ProbeInputError
 
 from ._progress import RichProgress
@@ -94,6 +94,10 @@ def probe_command(
         "--gain-out", help="CSV: layer, classifier, metric, gain, ci_low, ci_high, "
                            "normalized_gain, pretrained, random.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates of the gain's CI.")] = 1000,
+    tol: Annotated[float, typer.Option(
+        help="Gradient tolerance of logreg (linear-svm: a tenth of it).")] = DEFAULT_TOL,
+    max_iter: Annotated[int, typer.Option(
+        help="Iteration limit of logreg and linear-svm.")] = DEFAULT_MAX_ITER,
     force: Annotated[bool, typer.Option("--force", help="Recompute stored results.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -104,8 +108,8 @@ def probe_command(
 
     config = ProbeConfig(
         store=store, classifiers=tuple(classifier or ("logreg",)), folds=folds, seed=seed,
-        split=split, layers=_names(layers), inits=_names(inits), scheduler=scheduler,
-        force=force,
+        split=split, layers=_names(layers), inits=_names(inits), tol=tol, max_iter=max_iter,
+        scheduler=scheduler, force=force,
     )
     if n_boot < 1:
         raise ProbeInputError(f"invalid --n-boot {n_boot}; must be an integer >= 1")

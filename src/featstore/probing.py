@@ -31,8 +31,9 @@ Two ways in:
 
 The iterative solvers stop on scikit-learn's lbfgs criterion (largest absolute gradient entry of
 the mean-loss objective ``<= tol``); they reach the same optimum as scikit-learn, but by another
-path, so at a finite ``tol`` individual predictions may differ where the optimum is flat (large
-``C``); solved tightly both agree exactly (see the tests).
+path, so at a loose ``tol`` individual predictions may differ where the optimum is flat (large
+``C``); solved tightly both agree exactly (see the tests). The default ``tol`` (1e-6,
+:data:`featstore.config.DEFAULT_TOL`) is tight enough for that.
 
 The folds are described by a :class:`FoldPlan` over all images of the store: each image belongs
 to one *group* (``-1``: not used), fold ``f`` trains on the groups ``train_groups[f]`` and tests on
@@ -52,6 +53,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from .config import DEFAULT_MAX_ITER, DEFAULT_TOL
 from .errors import ProbeInputError
 
 __all__ = [
@@ -955,7 +957,8 @@ class LogisticProbe(_LinearProbe):
     C : float
         Inverse regularization strength.
     tol : float
-        Stop when the largest absolute gradient entry is ``<= tol``.
+        Stop when the largest absolute gradient entry is ``<= tol`` (default 1e-6, tighter
+        than scikit-learn's 1e-4: see :data:`featstore.config.DEFAULT_TOL`).
     max_iter : int
         Iteration limit.
 
@@ -972,7 +975,8 @@ class LogisticProbe(_LinearProbe):
 
     _loss = "multinomial"
 
-    def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000) -> None:
+    def __init__(self, C: float = 1.0, tol: float = DEFAULT_TOL,
+                 max_iter: int = DEFAULT_MAX_ITER) -> None:
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
@@ -1004,7 +1008,8 @@ class LinearSVMProbe(_LinearProbe):
 
     _loss = "squared_hinge"
 
-    def __init__(self, C: float = 1.0, tol: float = 1e-5, max_iter: int = 1000) -> None:
+    def __init__(self, C: float = 1.0, tol: float = DEFAULT_TOL / 10,
+                 max_iter: int = DEFAULT_MAX_ITER) -> None:
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
@@ -1419,7 +1424,7 @@ def fold_scores(predictions: np.ndarray, plan: FoldPlan) -> np.ndarray:
 
 
 def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpec],
-                tol: float = 1e-4, max_iter: int = 1000) -> BlockResult:
+                tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> BlockResult:
     """Evaluate every classifier on every fold of one (init, layer) block.
 
     Work is shared: each fold's training statistics are computed once; each linear kind

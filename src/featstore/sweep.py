@@ -47,7 +47,13 @@ import zarr
 from sklearn.model_selection import StratifiedKFold
 
 from . import schema as S
-from .config import ProbeConfig, parse_positive_int, parse_store_url
+from .config import (
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL,
+    ProbeConfig,
+    parse_positive_int,
+    parse_store_url,
+)
 from .errors import (
     ProbeInputError,
     StoreIncompleteError,
@@ -650,8 +656,8 @@ def probe(
     force: bool = False,
     progress: ProbeProgress | None = None,
     *,
-    tol: float = 1e-4,
-    max_iter: int = 1000,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
 ) -> xr.Dataset:
     """Fit classifiers on every layer and init of a feature store; return and store the results.
 
@@ -687,7 +693,9 @@ def probe(
         Recompute even if stored.
     progress : ProbeProgress, optional
     tol, max_iter : float, int
-        Stopping rule of logreg / linear-svm (gradient infinity norm, iterations).
+        Stopping rule of logreg / linear-svm (gradient infinity norm, iterations); the default
+        tolerance, 1e-6, is tighter than scikit-learn's so that results do not depend on the
+        solver's path (:data:`featstore.config.DEFAULT_TOL`).
 
     Returns
     -------
