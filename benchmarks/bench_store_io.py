@@ -74,9 +74,12 @@ def real_blocks(store: str) -> list[np.ndarray]:
     return blocks
 
 
-def codec_table(blocks: list[np.ndarray], repeats: int,
-                chunk: int = 256) -> tuple[str, dict[str, float]]:
-    """Ratio and throughput per codec; returns a markdown table and ratio per codec name."""
+def codec_table(blocks: list[np.ndarray], repeats: int, chunk: int = 256
+                ) -> tuple[str, dict[str, tuple[float, float, float]]]:
+    """Ratio and throughput per codec.
+
+    Returns a markdown table and, per codec name, (ratio, write time vs none, read time vs none).
+    """
     raw = sum(b.nbytes for b in blocks)
     results: dict[str, tuple[float, list[float], list[float]]] = {}
     for rep in range(repeats):
@@ -111,7 +114,8 @@ def codec_table(blocks: list[np.ndarray], repeats: int,
                      f"{median(reads) / base_r:.2f}x"])
     table = md_table(["codec (then CRC32C)", "ratio", "write MB/s", "read MB/s",
                       "write time vs none", "read time vs none"], rows)
-    return table, {name: results[name][0] for name, _ in CODECS}
+    return table, {name: (results[name][0], median(results[name][1]) / base_w,
+                          median(results[name][2]) / base_r) for name, _ in CODECS}
 
 
 def realistic_layer(head_rows: np.ndarray, n_rows: int, seed: int = 0) -> np.ndarray:
@@ -225,7 +229,9 @@ def main() -> None:
          for label, t in (("`numpy.load` of the `.npy` (baseline)", t_np),
                           ('`xarray.open_zarr(STORE)["head"][0].values`', t_xr),
                           ('`zarr.open_group(STORE)["head"][0]`', t_zarr))])
-    best = max(ratios, key=ratios.__getitem__)
+    best = max(ratios, key=lambda name: ratios[name][0])
+    ratio_d, write_d, read_d = ratios[default_name]
+    fastest_chunk = min(chunk_read, key=chunk_read.__getitem__)
     body = f"""
 **Read throughput** of one layer of one init, {rows} images x 1280 units float32
 ({size_mb:.0f} MB), featstore's default chunks (256 images x 1280 units) and codecs; {repeats}
@@ -246,8 +252,17 @@ fsync per chunk) and read whole through `xarray.open_zarr` ({repeats} repeats, m
 
 {chunk_md}
 
-Default codec ratio on real features: {ratios[default_name]:.3f}; best ratio measured:
-{ratios[best]:.3f} ({best}).
+**Defaults, and why.** Codec: Blosc-zstd level 3 with byte shuffle (then CRC32C). On real
+features it stores {ratio_d:.3f}x smaller than raw, against {ratios[best][0]:.3f}x for the best
+codec tried ({best}), and costs {write_d:.2f}x the uncompressed write time and {read_d:.2f}x the
+uncompressed read time in memory; higher zstd levels buy little ratio for much slower writes
+(the table), and lz4 is faster but stores more. Byte shuffle groups the float32 exponent bytes,
+which is what makes non-negative pooled activations compressible. Chunks: 256 images x all units
+of a layer. Reading the whole layer is {chunk_read[256] / chunk_read[fastest_chunk]:.2f}x the
+time of the fastest chunk size here ({fastest_chunk} images); smaller chunks (64) multiply the
+number of objects (one request each on object storage), larger ones (1024+) make the unit of
+resumable progress coarser (a killed extraction redoes every chunk it had not finished) and hold
+more activations in memory before a write. 256 images is a 1.3 MB chunk for a 1280-unit layer.
 """
     print(body)
     if not args.no_write:
