@@ -8,10 +8,11 @@ hooks and writes every chunk to Zarr (compressed, checksummed, fsync'ed, progres
 The per-layer alternative (tools that take one layer per call) runs one full forward pass per layer;
 it is timed on a smaller subset and reported as a ratio.
 
-On this project's 2-core CPU, efficientnet_lite0 at 224 px runs at ~5 images/s, so one repeat
-(bare + featstore, 1002 tiles x 2 inits each) takes ~12 minutes: the full run does 2 repeats.
+On this project's 2-core CPU, idle, efficientnet_lite0 at 224 px runs ~50 forward passes/s
+(about ten times fewer when the machine is shared), so one repeat (bare + featstore, 1002 tiles
+x 2 inits each) takes under 2 minutes idle; the full run does 5 repeats.
 
-    .venv/bin/python benchmarks/bench_extract.py            # 1002 real tiles, 2 repeats
+    .venv/bin/python benchmarks/bench_extract.py            # 1002 real tiles, 5 repeats
     .venv/bin/python benchmarks/bench_extract.py --quick    # 99 tiles, 1 repeat
 """
 
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="99 tiles, 1 repeat; writes RESULTS-quick.md")
     parser.add_argument("--per-class", type=int, default=334, help="tiles per class (3 classes)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--per-layer-per-class", type=int, default=10,
                         help="tiles per class for the one-pass-per-layer comparison")
     parser.add_argument("--batch-size", type=int, default=32)
