@@ -147,25 +147,31 @@ def test_stats_path_equals_block_path(results: xr.Dataset, store: str) -> None:
 
 
 def test_stats_path_reads_chunk_by_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ridge / nearest centroid alone never load a whole (init, layer) block."""
+    """Ridge / nearest centroid alone never load a whole (init, layer) block.
+
+    Every task reads its own chunk from the store: once for the shift, once per chunk for the
+    sums, once per chunk for the predictions. (Tasks sharing loaded chunks across the two
+    passes would keep the whole block in memory until the models exist.)
+    """
     import featstore.sweep as sweep
 
     path = make_store(tmp_path / "chunks.zarr", per_class=(30, 30), chunk_images=16)
     rows_seen: list[int] = []
-    original = sweep._chunk_stats
+    original = sweep._read_rows
 
-    def spy(chunk: np.ndarray, *args: object) -> object:
+    def spy(source: object, position: int, rows: tuple[int, int]) -> np.ndarray:
+        chunk = original(source, position, rows)  # type: ignore[arg-type]
         rows_seen.append(chunk.shape[0])
-        return original(chunk, *args)  # type: ignore[arg-type]
+        return chunk
 
     def no_block(*args: object) -> None:
         raise AssertionError("whole block loaded")
 
-    monkeypatch.setattr(sweep, "_chunk_stats", spy)
+    monkeypatch.setattr(sweep, "_read_rows", spy)
     monkeypatch.setattr(sweep, "_block_task", no_block)
     out = featstore.probe(path, classifiers=["ridge", "nearest-centroid"], folds=3)
     assert max(rows_seen) == 16
-    assert len(rows_seen) == 4 * 3 * 2  # chunks x layers x inits
+    assert len(rows_seen) == (1 + 4 + 4) * 3 * 2  # (shift + 2 passes of 4 chunks) x layers x inits
     monkeypatch.undo()
     block = featstore.probe(path, classifiers=["ridge", "nearest-centroid", "knn"], folds=3)
     np.testing.assert_array_equal(

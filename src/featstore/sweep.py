@@ -65,6 +65,7 @@ from .probing import (
     BlockResult,
     ClassifierSpec,
     FoldPlan,
+    GroupStats,
     chance_levels,
     fit_from_stats,
     fold_scores,
@@ -422,16 +423,34 @@ def _block_task(block: np.ndarray, plan: FoldPlan, specs: tuple[ClassifierSpec, 
         return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
 
 
-def _chunk_shift(chunk: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    rows = np.flatnonzero(groups >= 0)
-    if rows.size == 0:
+#: independent accumulation chains per (init, layer) block in the chunked ridge /
+#: nearest-centroid path: parallelism within a block, at the cost of one set of sums
+#: (``folds * d * d`` float64 for ridge) per chain; blocks themselves run in parallel
+_STATS_LANES: Final = 2
+
+
+def _read_rows(source: zarr.Array, position: int, rows: tuple[int, int]) -> np.ndarray:
+    """Rows ``rows[0]:rows[1]`` of init ``position`` of a layer's Zarr array."""
+    return np.asarray(source[position, rows[0]:rows[1]])
+
+
+def _rows_shift(source: zarr.Array, position: int, rows: tuple[int, int],
+                groups: np.ndarray) -> np.ndarray:
+    """Mean of the used rows among ``rows``: the shift that keeps the sums well conditioned."""
+    chunk = _read_rows(source, position, rows)
+    used = np.flatnonzero(groups >= 0)
+    if used.size == 0:
         return np.zeros(chunk.shape[1])
-    return np.asarray(chunk[rows], dtype=np.float64).mean(axis=0)
+    return np.asarray(chunk[used], dtype=np.float64).mean(axis=0)
 
 
-def _chunk_stats(chunk: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
-                 n_classes: int, shift: np.ndarray, gram: bool) -> Any:
-    return group_stats(chunk, labels, groups, n_groups, n_classes, shift, gram)
+def _accumulate(total: GroupStats | None, source: zarr.Array, position: int,
+                rows: tuple[int, int], labels: np.ndarray, groups: np.ndarray, n_groups: int,
+                n_classes: int, shift: np.ndarray, gram: bool) -> GroupStats:
+    """``total`` plus the sufficient statistics of rows ``rows`` (read from ``source``)."""
+    stats = group_stats(_read_rows(source, position, rows), labels, groups, n_groups, n_classes,
+                        shift, gram)
+    return stats if total is None else merge_stats(total, stats)
 
 
 def _assemble_stats(parts: list[np.ndarray], plan: FoldPlan) -> BlockResult:
@@ -440,31 +459,49 @@ def _assemble_stats(parts: list[np.ndarray], plan: FoldPlan) -> BlockResult:
                        np.zeros(predictions.shape[0], dtype=np.int64))
 
 
-def _stats_graph(array: da.Array, plan: FoldPlan, plan_ref: Any,
-                 specs: tuple[ClassifierSpec, ...]) -> Any:
-    """Chunked ridge / nearest-centroid: memory bounded by one chunk (plus d x d sums).
+def _predict_rows(models: Any, source: zarr.Array, position: int, rows: tuple[int, int],
+                  groups: np.ndarray, plan: FoldPlan, shift: np.ndarray) -> np.ndarray:
+    """Read rows ``rows`` of init ``position`` from the layer array ``source``; predict them."""
+    return predict_from_stats(models, _read_rows(source, position, rows), groups, plan, shift)
 
-    ``plan_ref`` is the plan as one shared graph node, so that a distributed scheduler ships it
-    to each worker once rather than with every chunk task.
+
+def _stats_graph(chunk_rows: Sequence[int], source: zarr.Array, position: int, plan: FoldPlan,
+                 plan_ref: Any, specs: tuple[ClassifierSpec, ...]) -> Any:
+    """Chunked ridge / nearest-centroid with memory bounded by chunks, not rows.
+
+    Every task reads its own rows (one chunk; ``chunk_rows`` are the chunk lengths along
+    images) of init ``position`` from the layer's Zarr array ``source``. The first pass adds
+    the chunks' sufficient statistics along :data:`_STATS_LANES` chains of consecutive chunks,
+    so at most one running sum per chain exists at any time; the models are fit from the total;
+    the second pass predicts chunk by chunk. No task holds a chunk for another: dask keeps a
+    loaded chunk until every task that uses it has run, so a loader shared by both passes, or a
+    tree of partial sums, would make memory grow with the rows. ``plan_ref`` is the plan as one
+    shared graph node, so that a distributed scheduler ships it to each worker once rather than
+    with every chunk task.
     """
     delayed = dask.delayed
-    chunks = array.to_delayed().ravel().tolist()
-    bounds = np.cumsum((0, *array.chunks[0]))
+    bounds = np.cumsum((0, *chunk_rows))
     pieces = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     gram = any(s.kind == "ridge" for s in specs)
-    shift = delayed(_chunk_shift, pure=True)(chunks[0], plan.groups[: pieces[0][1]])
-    partial = [
-        delayed(_chunk_stats, pure=True)(chunk, plan.labels[a:b], plan.groups[a:b],
-                                         plan.n_groups, plan.n_classes, shift, gram)
-        for chunk, (a, b) in zip(chunks, pieces, strict=True)
-    ]
-    while len(partial) > 1:
-        partial = [delayed(merge_stats, pure=True)(partial[i], partial[i + 1])
-                   if i + 1 < len(partial) else partial[i] for i in range(0, len(partial), 2)]
-    models = delayed(fit_from_stats, pure=True)(partial[0], plan_ref, specs)
+    shift = delayed(_rows_shift, pure=True)(source, position, pieces[0],
+                                            plan.groups[: pieces[0][1]])
+    lanes = np.array_split(np.arange(len(pieces)), min(_STATS_LANES, len(pieces)))
+    totals = []
+    for lane in lanes:
+        total = None
+        for k in lane:
+            a, b = pieces[k]
+            total = delayed(_accumulate, pure=True)(
+                total, source, position, (a, b), plan.labels[a:b], plan.groups[a:b],
+                plan.n_groups, plan.n_classes, shift, gram)
+        totals.append(total)
+    while len(totals) > 1:
+        totals = [delayed(merge_stats, pure=True)(*totals[:2]), *totals[2:]]
+    models = delayed(fit_from_stats, pure=True)(totals[0], plan_ref, specs)
     predictions = [
-        delayed(predict_from_stats, pure=True)(models, chunk, plan.groups[a:b], plan_ref, shift)
-        for chunk, (a, b) in zip(chunks, pieces, strict=True)
+        delayed(_predict_rows, pure=True)(models, source, position, (a, b), plan.groups[a:b],
+                                          plan_ref, shift)
+        for a, b in pieces
     ]
     return delayed(_assemble_stats, pure=True)(predictions, plan_ref)
 
@@ -596,7 +633,8 @@ def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
             for j, var in enumerate(request.layers):
                 array = ds[var].data[pos]
                 if stats_only:
-                    task = _stats_graph(array, plan, plan_ref, request.specs)
+                    task = _stats_graph(array.chunks[0], request.store.group[var], pos, plan,
+                                        plan_ref, request.specs)
                 else:
                     task = dask.delayed(_block_task, pure=True)(
                         array, plan_ref, request.specs, request.config.tol,
