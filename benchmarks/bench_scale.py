@@ -97,6 +97,10 @@ def probe_store(n_rows: int) -> str:
 # --------------------------------------------------------------------------- children
 
 def child_extract(data: str, tmp: str) -> None:
+    import torch  # noqa: F401  (featstore imports lazily: load the libraries before measuring)
+    import torchvision  # noqa: F401
+    import zarr  # noqa: F401
+
     import featstore
 
     store = f"{tmp}/extract.zarr"
@@ -111,7 +115,13 @@ def child_extract(data: str, tmp: str) -> None:
 
 
 def child_probe(url: str, scheduler: str) -> None:
+    import dask.array  # noqa: F401  (featstore imports lazily: load the libraries first)
+    import distributed  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import xarray  # noqa: F401
+
     import featstore
+    import featstore.sweep  # noqa: F401
 
     before = peak_rss_mib()
     start = time.perf_counter()
