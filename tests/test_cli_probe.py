@@ -105,6 +105,9 @@ def test_bad_input_exits_2_with_one_line(store: str, tmp_path: Path,
         (["probe", stores["pre"], "--folds", "2", "--gain-out", str(tmp_path / "g.csv")],
          "knowledge gain needs at least one random init"),
         (["probe", store, "--folds", "x"], "Invalid value for '--folds'"),
+        (["probe", store, "--tol", "0"], "invalid --tol 0.0; must be a finite number > 0"),
+        (["probe", store, "--tol", "inf"], "invalid --tol inf; must be a finite number > 0"),
+        (["probe", store, "--max-iter", "0"], "--max-iter"),
     ]
     for argv, message in cases:
         code, out, err = run(argv, capsys)
@@ -116,3 +119,12 @@ def test_bad_input_exits_2_with_one_line(store: str, tmp_path: Path,
         assert "Traceback" not in err
     assert not (tmp_path / "g.csv").exists()
     assert np.all(np.asarray(zarr.open_group(stores["pre"], mode="r")["label"][:]) >= 0)
+
+
+def test_solver_options_reach_the_stored_config(store: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["probe", store, "-c", "logreg:C=0.5", "--folds", "3", "--quiet",
+                        "--n-boot", "10", "--tol", "0.001", "--max-iter", "50"], capsys)
+    assert code == 0, err
+    config = open_results(store).attrs["featstore_probe"]["config"]
+    assert (config["tol"], config["max_iter"]) == (0.001, 50)

@@ -31,6 +31,7 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -227,9 +228,9 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
     scheduler = parse_scheduler(config.scheduler)
     if not config.split:
         parse_positive_int("--folds", config.folds, minimum=2)
-    if not (isinstance(config.tol, float | int) and config.tol > 0):
-        raise ProbeInputError(f"invalid tol {config.tol!r}; must be a number > 0")
-    parse_positive_int("max_iter", config.max_iter)
+    if not (isinstance(config.tol, float | int) and math.isfinite(config.tol) and config.tol > 0):
+        raise ProbeInputError(f"invalid --tol {config.tol!r}; must be a finite number > 0")
+    parse_positive_int("--max-iter", config.max_iter)
     store = FeatureStore.open(url)
     meta = store.meta
     layers = _resolve_layers(meta, _split_names(config.layers))
