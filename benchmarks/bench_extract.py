@@ -20,14 +20,26 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 import featstore
-from _common import Clock, LoadLog, md_table, median, spread, tile_subset, timed, write_section
+from _common import (
+    LoadLog,
+    md_table,
+    median,
+    print_child_result,
+    run_child,
+    spread,
+    tile_subset,
+    timed,
+    write_section,
+)
 from featstore.activations import PooledExtractor
 from featstore.data import open_source
 from featstore.extraction import _ImageDataset
@@ -83,7 +95,31 @@ def per_layer_ratio(data: Path, batch_size: int) -> tuple[float, float, int]:
     return timed(pass_per_layer), timed(one_pass), len(layers)
 
 
+def child_run(kind: str, data: str, store: str, batch_size: int, workers: int) -> None:
+    """Time one run in this fresh process and print its wall and CPU seconds as JSON.
+
+    The libraries each side uses are imported before the clock starts (featstore imports zarr,
+    xarray and dask on first use; the bare loop never needs them).
+    """
+    import dask.array  # noqa: F401
+    import xarray  # noqa: F401
+    import zarr  # noqa: F401
+
+    import featstore.extraction  # noqa: F401
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    if kind == "bare":
+        bare_loop(Path(data), batch_size, workers)
+    else:
+        featstore_extract(Path(data), Path(store), batch_size, workers)
+    print_child_result({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu})
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        kind, data, store, batch, workers = sys.argv[2:]
+        child_run(kind, data, store, int(batch), int(workers))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="99 tiles, 1 repeat; writes RESULTS-quick.md")
@@ -102,19 +138,21 @@ def main() -> None:
         data = tile_subset(Path(tmp) / "tiles", per_class)
         n_images = len(open_source(data))
         store = Path(tmp) / "bench.zarr"
-        # warm-up, untimed: imports and first-call costs of both sides (featstore's first call
-        # imports zarr, xarray and dask, which the bare loop never needs)
-        warm = tile_subset(Path(tmp) / "warm", 2)
-        bare_loop(warm, args.batch_size, args.workers)
-        featstore_extract(warm, Path(tmp) / "warm.zarr", args.batch_size, args.workers)
-        bare, ours = Clock(), Clock()
+        # every run in a fresh process: a run must not inherit the previous one's state (in one
+        # process, a bare loop right after another bare loop ran ~25 % slower than one after a
+        # featstore run, which made in-process ratios depend on the order of the runs)
+        runs: dict[str, dict[str, list[float]]] = {"bare": {"wall": [], "cpu": []},
+                                                   "featstore": {"wall": [], "cpu": []}}
         for rep in range(repeats):  # alternate so drifts in machine load hit both alike
-            steps = [(bare, lambda: bare_loop(data, args.batch_size, args.workers)),
-                     (ours, lambda: featstore_extract(data, store, args.batch_size, args.workers))]
-            for clock, fn in steps if rep % 2 == 0 else steps[::-1]:
-                clock(fn)
-                print(f"repeat {rep + 1}/{repeats}: {'bare' if clock is bare else 'featstore'} "
-                      f"{clock.wall[-1]:.1f} s wall, {clock.cpu[-1]:.1f} s CPU", flush=True)
+            for kind in ("bare", "featstore") if rep % 2 == 0 else ("featstore", "bare"):
+                shutil.rmtree(store, ignore_errors=True)
+                result = run_child(["bench_extract.py", "--child", kind, str(data), str(store),
+                                    str(args.batch_size), str(args.workers)])
+                runs[kind]["wall"].append(result["wall"])
+                runs[kind]["cpu"].append(result["cpu"])
+                print(f"repeat {rep + 1}/{repeats}: {kind} {result['wall']:.1f} s wall, "
+                      f"{result['cpu']:.1f} s CPU", flush=True)
+        bare, ours = runs["bare"], runs["featstore"]
         ds = featstore.open_store(str(store))
         n_layers = len(ds.attrs["featstore"]["layers"])
         sub = tile_subset(Path(tmp) / "sub", sub_per_class)
@@ -122,27 +160,28 @@ def main() -> None:
         per_layer, one_pass, n_l = per_layer_ratio(sub, args.batch_size)
     # each repeat's featstore run is timed right next to its bare run: the median of these
     # paired ratios is robust to the machine's speed drifting between repeats
-    paired = [o / b for o, b in zip(ours.wall, bare.wall, strict=True)]
-    paired_cpu = [o / b for o, b in zip(ours.cpu, bare.cpu, strict=True)]
+    paired = [o / b for o, b in zip(ours["wall"], bare["wall"], strict=True)]
+    paired_cpu = [o / b for o, b in zip(ours["cpu"], bare["cpu"], strict=True)]
     images_total = n_images * len(INITS)
     table = md_table(
         ["run", "wall time (s)", "images/s", "CPU time (s)"],
-        [["bare forward loop to the logits (baseline)", spread(bare.wall),
-          f"{images_total / median(bare.wall):.2f}", spread(bare.cpu)],
-         ["`featstore.extract` (all layers pooled, Zarr writes)", spread(ours.wall),
-          f"{images_total / median(ours.wall):.2f}", spread(ours.cpu)]])
+        [["bare forward loop to the logits (baseline)", spread(bare["wall"]),
+          f"{images_total / median(bare['wall']):.2f}", spread(bare["cpu"])],
+         ["`featstore.extract` (all layers pooled, Zarr writes)", spread(ours["wall"]),
+          f"{images_total / median(ours['wall']):.2f}", spread(ours["cpu"])]])
     body = f"""
 {MODEL}, {n_layers} layers (auto), inits {', '.join(INITS)}, {n_images} real tiles (LC25000 lung,
 224 px), batch {args.batch_size}, workers {args.workers}, CPU, {repeats} repeat(s), the order of
-the two runs alternating, after an untimed warm-up of both; median (min-max) seconds. CPU time =
-this process's user + system time, all threads (a load-robust cross-check: the machine is shared).
+the two runs alternating, each run in a fresh process with its libraries imported before the
+clock starts; median (min-max) seconds. CPU time = the run's user + system time, all threads (a
+load-robust cross-check: the machine is shared).
 
 {table}
 
 **extract / bare = {median(paired):.3f}** wall time (target <= 1.10): the median over repeats
 of featstore's time over the bare loop's in the same repeat (min {min(paired):.3f}, max
-{max(paired):.3f}); ratio of the medians {median(ours.wall) / median(bare.wall):.3f}. CPU time,
-paired: {median(paired_cpu):.3f}.
+{max(paired):.3f}); ratio of the medians
+{median(ours['wall']) / median(bare['wall']):.3f}. CPU time, paired: {median(paired_cpu):.3f}.
 
 One forward pass per layer ({n_l} passes, as one-layer-per-call tools do) vs featstore's single
 pass with all {n_l} hooks, on a {n_sub}-tile subset (pretrained, no I/O): {per_layer:.1f} s vs
