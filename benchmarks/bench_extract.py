@@ -182,6 +182,9 @@ load-robust cross-check: the machine is shared).
 of featstore's time over the bare loop's in the same repeat (min {min(paired):.3f}, max
 {max(paired):.3f}); ratio of the medians
 {median(ours['wall']) / median(bare['wall']):.3f}. CPU time, paired: {median(paired_cpu):.3f}.
+featstore's forward pass stops after its last hooked layer (`head`), so it skips the
+classifier that the bare loop runs to the logits; the spread of the paired ratios is this shared
+machine's run-to-run noise, larger than featstore's overhead.
 
 One forward pass per layer ({n_l} passes, as one-layer-per-call tools do) vs featstore's single
 pass with all {n_l} hooks, on a {n_sub}-tile subset (pretrained, no I/O): {per_layer:.1f} s vs
