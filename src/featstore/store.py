@@ -651,6 +651,13 @@ class FeatureStore:
                 finally:
                     os.close(fd)
 
+    def layer_array(self, var: str) -> zarr.Array:
+        """The Zarr array of layer variable ``var``, shape (inits, images, units)."""
+        array = self.group[var]
+        if not isinstance(array, zarr.Array):
+            raise TypeError(f"{var!r} is not an array in {self.url}")
+        return array
+
     def read_layer(self, var: str, init_index: int, rows: slice | None = None) -> np.ndarray:
         """Read one layer of one init, array of shape (rows, units)."""
         return np.asarray(self.group[var][init_index, rows or slice(None), :])  # type: ignore[index]

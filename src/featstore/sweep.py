@@ -634,7 +634,7 @@ def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
             for j, var in enumerate(request.layers):
                 array = ds[var].data[pos]
                 if stats_only:
-                    task = _stats_graph(array.chunks[0], request.store.group[var], pos, plan,
+                    task = _stats_graph(array.chunks[0], request.store.layer_array(var), pos, plan,
                                         plan_ref, request.specs)
                 else:
                     task = dask.delayed(_block_task, pure=True)(
