@@ -27,6 +27,9 @@ class _RateColumn(TextColumn):
         from rich.text import Text
 
         speed = task.finished_speed or task.speed
+        if not speed and task.completed and task.elapsed:
+            # fewer than two progress samples (e.g. one chunk per task): the mean rate so far
+            speed = task.completed / task.elapsed
         return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s")
 
 
