@@ -7,6 +7,7 @@ naming the parameter, the bad value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,14 @@ def parse_positive_int(parameter: str, value: int, minimum: int = 1) -> int:
     """Return ``value`` when it is an int >= ``minimum``, else raise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise FeatstoreInputError(f"invalid {parameter} {value!r}; must be an integer >= {minimum}")
+    return value
+
+
+def parse_positive_float(parameter: str, value: float) -> float:
+    """Return ``value`` when it is a finite number > 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, float | int) or not math.isfinite(value) \
+            or value <= 0:
+        raise FeatstoreInputError(f"invalid {parameter} {value!r}; must be a finite number > 0")
     return value
 
 

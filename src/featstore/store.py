@@ -660,7 +660,7 @@ class FeatureStore:
 
     def read_layer(self, var: str, init_index: int, rows: slice | None = None) -> np.ndarray:
         """Read one layer of one init, array of shape (rows, units)."""
-        return np.asarray(self.group[var][init_index, rows or slice(None), :])  # type: ignore[index]
+        return np.asarray(self.layer_array(var)[init_index, rows or slice(None), :])
 
     def valid_mask(self) -> np.ndarray:
         """Bool array of shape (n_images,): False for images recorded as unreadable."""

@@ -31,7 +31,6 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +51,7 @@ from .config import (
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
     ProbeConfig,
+    parse_positive_float,
     parse_positive_int,
     parse_store_url,
 )
@@ -228,8 +228,7 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
     scheduler = parse_scheduler(config.scheduler)
     if not config.split:
         parse_positive_int("--folds", config.folds, minimum=2)
-    if not (isinstance(config.tol, float | int) and math.isfinite(config.tol) and config.tol > 0):
-        raise ProbeInputError(f"invalid --tol {config.tol!r}; must be a finite number > 0")
+    parse_positive_float("--tol", config.tol)
     parse_positive_int("--max-iter", config.max_iter)
     store = FeatureStore.open(url)
     meta = store.meta
