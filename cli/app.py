@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _datasets, _extract, _probe, _reliability, _report
+from . import _datasets, _extract, _leaks, _probe, _reliability, _report
 
 app = typer.Typer(
     name="featstore",
@@ -27,6 +27,7 @@ _reliability.register(app)
 _datasets.register(app)
 _report.register(app)
 _probe.register(app)
+_leaks.register(app)
 
 
 def _fail(message: str, status: int) -> None:
