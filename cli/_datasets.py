@@ -39,7 +39,7 @@ datasets_app = typer.Typer(
 
 
 class ByteProgress:
-    """A rich progress bar in bytes (size, rate, ETA) on stderr; implements FetchProgress."""
+    """A rich progress bar in bytes (size, rate, ETA) on stderr; a featstore Progress."""
 
     def __init__(self, enabled: bool = True) -> None:
         self._progress = Progress(
@@ -63,19 +63,19 @@ class ByteProgress:
         if self._started:
             self._progress.stop()
 
-    def start(self, task: str, total: int | None, completed: int = 0) -> None:
+    def start(self, name: str, total: int | None, completed: int = 0) -> None:
         if not self._started:  # shown from the first step on: a cached set prints nothing
             self._progress.start()
             self._started = True
-        self._task = self._progress.add_task(task, total=total, completed=completed)
+        self._task = self._progress.add_task(name, total=total, completed=completed)
 
-    def advance(self, amount: int) -> None:
+    def advance(self, count: int) -> None:
         if self._task is not None:
-            self._progress.advance(self._task, amount)
+            self._progress.advance(self._task, count)
 
-    def finish(self, task: str) -> None:
+    def finish(self, name: str) -> None:
         if self._task is not None:
-            self._progress.update(self._task, description=f"{task} done")
+            self._progress.update(self._task, description=f"{name} done")
 
 
 def _human(size: int) -> str:

@@ -29,11 +29,13 @@ def _fmt(value: float) -> str:
 
 
 def _table(results: xr.Dataset, gain: xr.Dataset | None) -> Table:
+    from featstore.results import probe_info
+
     classifier = str(results["classifier"].values[0])
     metric = "accuracy"
     folds = results.sizes["fold"]
     chance = float(results["chance"].sel(metric=metric))
-    info = results.attrs.get("featstore_probe", {})
+    info = probe_info(results)
     title = (f"{classifier} {metric} ({folds} fold{'s' if folds > 1 else ''}, "
              f"{info.get('n_images_used', '?')} images, chance {chance:.3f})")
     table = Table(title=title)
@@ -104,7 +106,8 @@ def probe_command(
     """Fit classifiers on every layer and init; show each layer's knowledge gain with its CI."""
     # heavy imports (dask, xarray, scikit-learn) only when the command runs
     from featstore.gain import check_gain_inits, knowledge_gain
-    from featstore.sweep import run_probe, stored_run, write_gain_csv, write_results_csv
+    from featstore.results import init_kinds, probe_info, write_gain_csv, write_results_csv
+    from featstore.sweep import run_probe, stored_run
 
     config = ProbeConfig(
         store=store, classifiers=tuple(classifier or ("logreg",)), folds=folds, seed=seed,
@@ -117,14 +120,14 @@ def probe_command(
     reused = None if force else stored_run(config)
     with RichProgress("blocks", enabled=not quiet and reused is None) as progress:
         results = run_probe(config, progress, require_gain=gain_out is not None)
-    info = results.attrs.get("featstore_probe", {})
+    info = probe_info(results)
     run = info.get("run", "?")
     if reused is not None:
         err.print(f"reusing stored results of run {run} (same configuration); --force "
                   "recomputes", highlight=False)
     gain = None
     inits_ = [str(v) for v in results["init"].values]
-    kinds = [str(v) for v in results["init_kind"].values]
+    kinds = init_kinds(results)
     try:
         check_gain_inits(inits_, kinds)
     except ProbeInputError as exc:

@@ -34,7 +34,7 @@ class _RateColumn(TextColumn):
 
 
 class RichProgress:
-    """A progress bar with count, rate and ETA; implements the library's progress protocols."""
+    """A progress bar with count, rate and ETA; implements :class:`featstore.progress.Progress`."""
 
     def __init__(self, unit: str = "images", enabled: bool = True) -> None:
         self.unit = unit
@@ -59,12 +59,12 @@ class RichProgress:
                  tb: TracebackType | None) -> None:
         self._progress.stop()
 
-    def start(self, name: str, total_images: int) -> None:
-        self._task = self._progress.add_task(name, total=total_images)
+    def start(self, name: str, total: int | None, completed: int = 0) -> None:
+        self._task = self._progress.add_task(name, total=total, completed=completed)
 
-    def advance(self, images: int) -> None:
+    def advance(self, count: int) -> None:
         if self._task is not None:
-            self._progress.advance(self._task, images)
+            self._progress.advance(self._task, count)
 
     def finish(self, name: str) -> None:
         if self._task is not None:

@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny image folders and a tiny two-conv CNN."""
+"""Shared fixtures: tiny image folders and a tiny two-conv CNN; the ``tiny_cnn`` test model.
+
+``tiny_cnn`` (tests/_tiny_model.py) is registered through ``FEATSTORE_PLUGINS``, here and in
+every featstore process the tests start (``PYTHONPATH`` points at this folder).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +14,12 @@ import torch
 from torch import nn
 
 from helpers import make_image_folder
+
+_TESTS = str(Path(__file__).resolve().parent)
+os.environ["FEATSTORE_PLUGINS"] = "_tiny_model"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS, os.environ.get("PYTHONPATH", "")) if p)
+
 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:

@@ -12,7 +12,7 @@ from featstore.cli.app import main
 
 from _probe_data import make_store
 from featstore import schema as S
-from featstore.sweep import open_results
+from featstore.results import open_results
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

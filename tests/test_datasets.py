@@ -181,7 +181,7 @@ def tiny(server: _FileServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, Data
 
 
 class _Recorder:
-    """A FetchProgress that records what it is told."""
+    """A featstore.progress.Progress that records what it is told."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str, int | None]] = []

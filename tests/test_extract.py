@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from featstore.cli.app import main
 from PIL import Image
 
 import featstore
 import featstore.extraction as extract_module
-from featstore.cli.app import main
 from featstore.data import open_source, preprocess
 from featstore.models import build_model, default_transform, parse_init
 from featstore.store import FeatureStore
-
 from helpers import LC25000, make_image_folder
 
 SIZE = 32  # small inputs keep efficientnet_lite0 fast on CPU

@@ -11,7 +11,8 @@ import xarray as xr
 import featstore
 from _probe_data import informative, make_store
 from featstore.errors import ProbeInputError
-from featstore.gain import _boot_fold_scores, check_gain_inits, init_kind, knowledge_gain
+from featstore.gain import _boot_fold_scores, check_gain_inits, knowledge_gain
+from featstore.inits import init_kind
 from featstore.probing import metric_scores
 
 LAYERS = {"stem": 5, "head": 10}

@@ -357,7 +357,7 @@ def test_split_plan_trains_on_train_and_tests_on_test() -> None:
 @pytest.mark.parametrize("d", [6, 300])
 def test_preconditioner_uses_training_rows_only(d: int) -> None:
     """Each fold's spectrum is that of its standardized training rows; test rows never enter."""
-    from featstore.probing import _fold_spectra
+    from featstore.probing.linear import _fold_spectra
 
     X, y = _data(n=400, d=d, seed=8)
     plan, splits = _plan_for(y, np.ones(len(y), dtype=bool), folds=4)

@@ -15,6 +15,7 @@ from scipy import stats
 from _report_data import make_gain, make_probed_store, make_results
 from featstore import report as R
 from featstore.errors import FeatstoreInputError
+from featstore.models import cumulative_parameter_counts, model_parameter_counts
 
 LAYERS = ("stem", "blocks.0", "blocks.1", "head")
 CLF = "logreg:C=1"
@@ -33,7 +34,7 @@ def gain(results):
 
 # ------------------------------------------------------------------ parameter counts
 def test_cumulative_parameter_counts_follow_module_order(two_conv_net) -> None:
-    counts = R.cumulative_parameter_counts(two_conv_net, ["conv1", "act1", "conv2", "fc"])
+    counts = cumulative_parameter_counts(two_conv_net, ["conv1", "act1", "conv2", "fc"])
     conv1 = 3 * 4 * 9 + 4
     conv2 = 4 * 6 * 9 + 6
     assert counts == {"conv1": conv1, "act1": conv1, "conv2": conv1 + conv2,
@@ -45,17 +46,17 @@ def test_cumulative_parameter_counts_cover_submodules_and_shared_weights() -> No
 
     shared = nn.Linear(2, 2)
     net = nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.ReLU()), shared, shared)
-    counts = R.cumulative_parameter_counts(net, ["0", "1", "2"])
+    counts = cumulative_parameter_counts(net, ["0", "1", "2"])
     assert counts == {"0": 9, "1": 15, "2": 15}
 
 
 def test_cumulative_parameter_counts_reject_unknown_layer(two_conv_net) -> None:
     with pytest.raises(FeatstoreInputError, match="layer 'layer9' is not a module"):
-        R.cumulative_parameter_counts(two_conv_net, ["layer9"])
+        cumulative_parameter_counts(two_conv_net, ["layer9"])
 
 
 def test_model_parameter_counts_of_efficientnet_lite0() -> None:
-    counts = R.model_parameter_counts("efficientnet_lite0", ["stem", "blocks.0", "head"])
+    counts = model_parameter_counts("efficientnet_lite0", ["stem", "blocks.0", "head"])
     assert counts["stem"] == 3 * 32 * 9 + 2 * 32  # conv without bias + BN weight and bias
     assert counts["stem"] < counts["blocks.0"] < counts["head"]
     assert counts["head"] == 3_371_008  # everything but the classifier (1280 * 1000 + 1000)

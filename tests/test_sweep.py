@@ -28,18 +28,14 @@ from featstore.errors import (
     FeatstoreInputError,
     NotAStoreError,
     ProbeInputError,
+    SchedulerError,
     StoreIncompleteError,
     UnknownLayerError,
 )
+from featstore.results import list_runs, open_results, results_table, write_results_csv
+from featstore.scheduler import parse_scheduler
 from featstore.store import open_store
-from featstore.sweep import (
-    list_runs,
-    open_results,
-    parse_scheduler,
-    results_rows,
-    run_probe,
-    write_results_csv,
-)
+from featstore.sweep import run_probe
 
 SPECS = ["logreg:C=0.1", "ridge:alpha=10", "knn:k=3", "nearest-centroid"]
 
@@ -252,11 +248,13 @@ def test_split_mode(tmp_path: Path) -> None:
 
 
 def test_results_rows_and_csv(results: xr.Dataset, tmp_path: Path) -> None:
-    rows = results_rows(results)
+    rows = results_table(results).to_dict("records")
     assert len(rows) == 3 * 2 * 4 * 3
     write_results_csv(results, tmp_path / "r.csv")
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0] == "layer,init,classifier,metric,mean,std,n_folds,chance"
+    assert lines[1].split(",")[:4] == [rows[0][k] for k in ("layer", "init", "classifier",
+                                                             "metric")]
     first = rows[0]
     values = results["score"].sel(layer=first["layer"], init=first["init"],
                                   classifier=first["classifier"], metric=first["metric"]).values
@@ -349,7 +347,7 @@ def test_parse_scheduler(value: str | None, expected: tuple[str, object]) -> Non
 
 
 def test_parse_scheduler_rejects() -> None:
-    with pytest.raises(ProbeInputError, match=r"invalid --scheduler 'cluster'; allowed: threads"):
+    with pytest.raises(SchedulerError, match=r"invalid --scheduler .cluster.; allowed: threads"):
         parse_scheduler("cluster")
 
 

@@ -798,7 +798,7 @@ def probe_campaign(runner: ForkRunner, work: Path, kills: int = 5, per_class: in
         return out
     import xarray as xr
 
-    from featstore.sweep import open_results
+    from featstore.results import open_results
 
     data = make_images(work / "pr-data", per_class=per_class)
     base = work / "pr-base.zarr"

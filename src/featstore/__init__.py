@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from .gain import knowledge_gain
     from .inspect import summarize_store
     from .report import write_report
+    from .results import open_results
     from .store import open_store
-    from .sweep import open_results, probe
+    from .sweep import probe
 
 #: public name -> module defining it; imported on first use so that ``import featstore`` (and
 #: the command line's start-up) does not pay for torch, zarr and dask until they are needed
@@ -26,7 +27,7 @@ _LAZY = {
     "extract": "extraction",
     "open_store": "store",
     "probe": "sweep",
-    "open_results": "sweep",
+    "open_results": "results",
     "knowledge_gain": "gain",
     "write_report": "report",
     "summarize_store": "inspect",

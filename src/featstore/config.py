@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import FeatstoreInputError
@@ -18,6 +18,10 @@ __all__ = [
     "DEVICES",
     "DTYPES",
     "ExtractConfig",
+    "ProbeConfig",
+    "DEFAULT_TOL",
+    "DEFAULT_MAX_ITER",
+    "parse_positive_float",
     "parse_choice",
     "parse_positive_int",
     "parse_device",
@@ -87,8 +91,10 @@ def parse_store_url(value: str) -> str:
 class ExtractConfig:
     """Everything that defines one extraction job.
 
-    Only the *identity* fields (see :meth:`identity`) decide whether an existing store may be
-    resumed or extended; run-time fields (device, batch size, workers) may change between runs.
+    Only the fields that shape the stored features (model, layers, pooling, image size, dtype,
+    chunking, the data) decide whether an existing store may be resumed or extended (the
+    store compares its description, :data:`featstore.store.IDENTITY_KEYS`); run-time fields
+    (device, batch size, workers) may change between runs.
 
     Attributes
     ----------
@@ -113,6 +119,8 @@ class ExtractConfig:
         Images per store chunk along ``image``.
     overwrite, skip_unreadable : bool
         Replace a mismatched store; record unreadable images as invalid instead of stopping.
+    autocast : bool
+        bfloat16 autocast on CUDA.
     """
 
     data: str
@@ -130,7 +138,6 @@ class ExtractConfig:
     overwrite: bool = False
     skip_unreadable: bool = False
     autocast: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
@@ -235,5 +242,3 @@ class ProbeConfig:
                 values[key] = tuple(values[key])
         return cls(**values)
 
-
-__all__ += ["ProbeConfig"]

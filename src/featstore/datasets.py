@@ -5,7 +5,7 @@ download (HTTP ``Range``), checks each file's published size and checksum, unpac
 unpacking and returns the path to pass as DATA to ``featstore extract`` (an ImageFolder
 directory, an ``.npz`` file or a folder of PatchCamelyon ``.h5`` files). :func:`dataset_path`
 answers the same without touching the network. Nothing here prints: progress goes to an optional
-:class:`FetchProgress`.
+:class:`~featstore.progress.Progress`.
 
 The cache folder of a set is ``<base>/<name>`` where ``<base>`` is the ``cache_dir`` argument,
 else ``$FEATSTORE_DATA``, else ``$XDG_CACHE_HOME/featstore/datasets`` (``~/.cache/...``).
@@ -40,9 +40,10 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from .errors import ChecksumMismatchError, DatasetFetchError, FeatstoreInputError
+from .progress import Progress
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -50,7 +51,6 @@ __all__ = [
     "ENV_MIRROR",
     "RemoteFile",
     "DatasetInfo",
-    "FetchProgress",
     "list_datasets",
     "get_dataset",
     "dataset_dir",
@@ -149,28 +149,14 @@ class DatasetInfo:
         return all(f.md5 is not None for f in self.files)
 
 
-class FetchProgress(Protocol):
-    """Receives progress of a fetch (the CLI shows it as a rich progress bar on stderr)."""
-
-    def start(self, task: str, total: int | None, completed: int = 0) -> None:
-        """A step begins: ``task`` names it, ``total`` bytes (None when unknown), of which
-        ``completed`` are already done (a resumed download)."""
-
-    def advance(self, amount: int) -> None:
-        """``amount`` more bytes were processed."""
-
-    def finish(self, task: str) -> None:
-        """The step is complete."""
-
-
 class _Silent:
-    def start(self, task: str, total: int | None, completed: int = 0) -> None:
+    def start(self, name: str, total: int | None, completed: int = 0) -> None:
         pass
 
-    def advance(self, amount: int) -> None:
+    def advance(self, count: int) -> None:
         pass
 
-    def finish(self, task: str) -> None:
+    def finish(self, name: str) -> None:
         pass
 
 
@@ -320,7 +306,7 @@ def fetch_dataset(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-    progress: FetchProgress | None = None,
+    progress: Progress | None = None,
     base_url: str | None = None,
 ) -> Path:
     """Download, verify and unpack a dataset unless it is cached; return its DATA path.
@@ -333,7 +319,7 @@ def fetch_dataset(
         Base cache folder; the set goes to ``<cache_dir>/<name>``.
     timeout : float
         Seconds to wait for a connection and for each read before failing.
-    progress : FetchProgress, optional
+    progress : Progress, optional
         Receives download, verification and unpacking progress in bytes.
     base_url : str, optional
         Mirror serving every file as ``<base_url>/<file name>``; default
@@ -440,7 +426,7 @@ def _locked(folder: Path, name: str) -> Iterator[None]:
 
 
 def _fetch_file(remote: RemoteFile, folder: Path, mirror: str | None, timeout: float,
-                progress: FetchProgress) -> None:
+                progress: Progress) -> None:
     done = folder / f".{remote.name}.done.json"
     record = {"name": remote.name, "size": remote.size, "md5": remote.md5}
     if _read_json(done) == record and (folder / remote.output).exists():
@@ -462,7 +448,7 @@ def _fetch_file(remote: RemoteFile, folder: Path, mirror: str | None, timeout: f
 
 
 def _download(url: str, part: Path, remote: RemoteFile, timeout: float,
-              progress: FetchProgress) -> None:
+              progress: Progress) -> None:
     """Download ``url`` into ``part``, resuming what is there; restart if the server won't."""
     host = urllib.parse.urlsplit(url).netloc or url
     _resolve_host(url, remote, timeout)
@@ -549,7 +535,7 @@ def _range_start(content_range: str | None) -> int | None:
 
 
 def _stream(response: Any, part: Path, mode: str, offset: int, total: int | None,
-            remote: RemoteFile, host: str, progress: FetchProgress) -> None:
+            remote: RemoteFile, host: str, progress: Progress) -> None:
     task = f"download {remote.name}"
     progress.start(task, total, offset)
     written = offset
@@ -580,7 +566,7 @@ def _stream(response: Any, part: Path, mode: str, offset: int, total: int | None
     progress.finish(task)
 
 
-def _verify(path: Path, remote: RemoteFile, progress: FetchProgress) -> None:
+def _verify(path: Path, remote: RemoteFile, progress: Progress) -> None:
     """Check size and MD5; delete the file and raise on a mismatch."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
@@ -607,7 +593,7 @@ def _verify(path: Path, remote: RemoteFile, progress: FetchProgress) -> None:
         )
 
 
-def _unzip(archive: Path, out: Path, progress: FetchProgress) -> None:
+def _unzip(archive: Path, out: Path, progress: Progress) -> None:
     """Unpack a zip archive into ``out`` (through a temporary folder, renamed at the end)."""
     tmp = out.with_name(f".{out.name}.unpacking")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -634,7 +620,7 @@ def _unzip(archive: Path, out: Path, progress: FetchProgress) -> None:
     progress.finish(task)
 
 
-def _gunzip(archive: Path, out: Path, progress: FetchProgress) -> None:
+def _gunzip(archive: Path, out: Path, progress: Progress) -> None:
     """Decompress a gzip file into ``out`` (through ``out.part``, renamed at the end)."""
     tmp = out.with_name(out.name + ".part")
     task = f"unpack {archive.name}"

@@ -398,7 +398,7 @@ def run_demo(
         Bootstrap resamples of the gain's confidence interval.
     log : callable, optional
         Receives one line per step.
-    progress : ExtractProgress, optional
+    progress : featstore.progress.Progress, optional
         Receives extraction progress.
 
     Returns
@@ -407,7 +407,8 @@ def run_demo(
     """
     from .extraction import extract
     from .gain import knowledge_gain
-    from .sweep import probe, write_gain_csv, write_results_csv
+    from .results import write_gain_csv, write_results_csv
+    from .sweep import probe
 
     say = log or (lambda _line: None)
     out_dir = Path(out)

@@ -23,6 +23,7 @@ __all__ = [
     "StoreIncompleteError",
     "StoreLockedError",
     "ProbeInputError",
+    "SchedulerError",
     "DatasetFetchError",
     "ChecksumMismatchError",
 ]
@@ -94,6 +95,10 @@ class StoreLockedError(StoreError):
 
 class ProbeInputError(FeatstoreInputError):
     """A probe option or the store's labels do not allow the requested probe."""
+
+
+class SchedulerError(FeatstoreInputError):
+    """A ``--scheduler`` value is malformed or its dask scheduler cannot be reached."""
 
 
 class DatasetFetchError(FeatstoreRuntimeError):

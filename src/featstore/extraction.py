@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import importlib.metadata
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,20 +38,20 @@ from .errors import (
     FeatstoreRuntimeError,
     NotAStoreError,
     StoreMismatchError,
-    UnknownModelError,
     UnreadableImageError,
 )
 from .lock import StoreLock, lock_holder, locked_error
 from .models import (
     InitSpec,
     TransformSpec,
-    available_models,
     build_model,
     default_transform,
     describe_layers,
+    model_entry,
     parse_init,
     parse_layers,
 )
+from .progress import Progress
 from .store import (
     FeatureStore,
     LayerSpec,
@@ -64,34 +63,9 @@ from .store import (
     store_exists,
 )
 from .verify import VerifyReport, mark_for_repair, verify
+from .versions import EXTRACT_LIBRARIES, library_versions
 
-__all__ = ["ExtractProgress", "extract", "run_extract", "plan_layout", "library_versions"]
-
-
-class ExtractProgress(Protocol):
-    """Receives progress of an extraction (the CLI shows it as a rich progress bar)."""
-
-    def start(self, init: str, total_images: int) -> None:
-        """A new init begins; ``total_images`` images remain to be computed for it."""
-
-    def advance(self, images: int) -> None:
-        """``images`` more images were computed."""
-
-    def finish(self, init: str) -> None:
-        """The init is complete."""
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of featstore and the libraries that shape its results."""
-    names = ("featstore", "torch", "torchvision", "zarr", "numpy", "xarray", "dask",
-             "scikit-learn")
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "unknown"
-    return versions
+__all__ = ["extract", "run_extract", "plan_layout"]
 
 
 @dataclass(frozen=True)
@@ -120,15 +94,7 @@ def _parse_config(config: ExtractConfig) -> tuple[list[InitSpec], str]:
         spec = parse_init(text)
         if spec.name not in {s.name for s in specs}:
             specs.append(spec)
-    models = available_models()
-    if config.model not in models:
-        import difflib
-
-        close = difflib.get_close_matches(config.model, models, n=3)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model '{config.model}'{hint} `featstore layers --list` lists the models"
-        )
+    model_entry(config.model)  # raises UnknownModelError with close matches
     device = parse_device(config.device, torch.cuda.is_available())
     return specs, device
 
@@ -322,7 +288,7 @@ def _full_disk(exc: BaseException) -> bool:
     return False
 
 
-def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None, *,
+def run_extract(config: ExtractConfig, progress: Progress | None = None, *,
                 repair: bool = False,
                 on_repair: Callable[[VerifyReport], None] | None = None) -> xr.Dataset:
     """Run an extraction job described by ``config``; see :func:`extract`.
@@ -331,7 +297,7 @@ def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None, 
     ----------
     config : ExtractConfig
         The job.
-    progress : ExtractProgress, optional
+    progress : Progress, optional
         Progress receiver.
     repair : bool
         Verify the existing store first and recompute exactly its corrupt or missing chunks
@@ -357,7 +323,7 @@ def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None, 
     plan = plan_layout(config)
     meta = {
         "config": config.to_dict(),
-        "versions": library_versions(),
+        "versions": library_versions(EXTRACT_LIBRARIES),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     try:
@@ -375,7 +341,7 @@ def run_extract(config: ExtractConfig, progress: ExtractProgress | None = None, 
     return open_store(url)
 
 
-def _run_locked(plan: _Plan, meta: dict[str, Any], progress: ExtractProgress | None,
+def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
                 repair: bool, on_repair: Callable[[VerifyReport], None] | None) -> None:
     """The body of :func:`run_extract`, run while holding the store's lock."""
     config = plan.config
@@ -424,7 +390,7 @@ def _extract_init(
     init_index: int,
     init_name: str,
     pending: list[int],
-    progress: ExtractProgress | None,
+    progress: Progress | None,
 ) -> None:
     config = plan.config
     n_images, chunk_images = store.n_images, store.chunk_images
@@ -485,7 +451,7 @@ def extract(
     skip_unreadable: bool = False,
     autocast: bool = False,
     repair: bool = False,
-    progress: ExtractProgress | None = None,
+    progress: Progress | None = None,
 ) -> xr.Dataset:
     """Extract pooled activations of every chosen layer into a Zarr store.
 
@@ -525,7 +491,7 @@ def extract(
     repair : bool
         Verify the store first and recompute exactly its corrupt or missing chunks
         (``featstore verify`` lists them).
-    progress : ExtractProgress, optional
+    progress : Progress, optional
         Progress receiver.
 
     Returns

@@ -18,10 +18,23 @@ from typing import Any, Final
 import numpy as np
 import xarray as xr
 
+from . import schema as S
 from .errors import ProbeInputError
+from .inits import init_kind
 from .probing import METRICS, scores_from_confusion
+from .results import (
+    CLASSIFIER,
+    FOLD,
+    LAYER,
+    LAYER_MODULE,
+    LAYER_UNITS,
+    METRIC,
+    TEST_FOLD,
+    init_kinds,
+    probe_info,
+)
 
-__all__ = ["init_kind", "check_gain_inits", "knowledge_gain", "CI_METHOD"]
+__all__ = ["check_gain_inits", "knowledge_gain", "CI_METHOD"]
 
 CI_METHOD: Final = (
     "paired percentile bootstrap over test images, resampled with replacement within each "
@@ -32,11 +45,6 @@ CI_METHOD: Final = (
 
 #: bytes of one-hot matrix built at a time while bootstrapping
 _BLOCK_BYTES: Final = 64 * 2**20
-
-
-def init_kind(name: str) -> str:
-    """Kind of an init: ``"pretrained"``, ``"random"`` (``random:SEED``), else the name's prefix."""
-    return str(name).split(":", 1)[0]
 
 
 def check_gain_inits(inits: Sequence[str], kinds: Sequence[str] | None = None
@@ -172,25 +180,24 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
         raise ProbeInputError(f"invalid n_boot {n_boot!r}; must be an integer >= 1")
     if not 0.0 < float(confidence) < 1.0:
         raise ProbeInputError(f"invalid confidence {confidence!r}; must be in (0, 1)")
-    inits = [str(v) for v in results["init"].values]
-    kinds = ([str(v) for v in results["init_kind"].values] if "init_kind" in results.coords
-             else [init_kind(n) for n in inits])
+    inits = [str(v) for v in results[S.INIT].values]
+    kinds = init_kinds(results)
     pretrained_name, _ = check_gain_inits(inits, kinds)
     pre = [i for i, k in enumerate(kinds) if k == "pretrained"][0]
     rand = [i for i, k in enumerate(kinds) if k == "random"]
 
-    score = results["score"].transpose("classifier", "layer", "init", "fold", "metric").values
+    score = results["score"].transpose(CLASSIFIER, LAYER, S.INIT, FOLD, METRIC).values
     pretrained = score[:, :, pre].mean(axis=2)  # (C, L, M)
     random = score[:, :, rand].mean(axis=(2, 3))
     gain = pretrained - random
 
     # bootstrap replicates of the fold-mean metric of every (classifier, layer, init)
-    prediction = results["prediction"].transpose("classifier", "layer", "init", "image").values
-    labels = np.asarray(results["label"].values, dtype=np.int64)
-    test_fold = np.asarray(results["test_fold"].values, dtype=np.int64)
+    prediction = results["prediction"].transpose(CLASSIFIER, LAYER, S.INIT, S.IMAGE).values
+    labels = np.asarray(results[S.LABEL].values, dtype=np.int64)
+    test_fold = np.asarray(results[TEST_FOLD].values, dtype=np.int64)
     n_c, n_l, n_i, _ = prediction.shape
-    folds = results.sizes["fold"]
-    info = results.attrs.get("featstore_probe", {})
+    folds = results.sizes[FOLD]
+    info = probe_info(results)
     n_classes = max(len(info.get("classes", []) or []), int(labels.max(initial=0)) + 1,
                     int(prediction.max(initial=0)) + 1)
     rng = np.random.default_rng(seed)
@@ -220,7 +227,7 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
     with np.errstate(divide="ignore", invalid="ignore"):
         normalized = np.where(random < 1.0, gain / (1.0 - random), np.nan)
 
-    layers = np.array([str(v) for v in results["layer"].values], dtype=object)
+    layers = np.array([str(v) for v in results[LAYER].values], dtype=object)
     best = np.empty((n_c, len(METRICS)), dtype=object)
     sweet = np.empty((n_c, len(METRICS)), dtype=object)
     for c in range(n_c):
@@ -233,17 +240,17 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
             best[c, m] = layers[b]
             sweet[c, m] = layers[int(np.flatnonzero(high[c, :, m] >= g[b])[0])]
 
-    dims = ("classifier", "layer", "metric")
+    dims = (CLASSIFIER, LAYER, METRIC)
     coords: dict[str, Any] = {
-        "classifier": results["classifier"].values.astype(object),
-        "layer": layers,
-        "metric": results["metric"].values.astype(object),
+        CLASSIFIER: results[CLASSIFIER].values.astype(object),
+        LAYER: layers,
+        METRIC: results[METRIC].values.astype(object),
     }
-    for name in ("layer_module", "layer_units"):
+    for name in (LAYER_MODULE, LAYER_UNITS):
         if name in results.coords:
-            coords[name] = ("layer", results[name].values)
+            coords[name] = (LAYER, results[name].values)
     if "chance" in results.coords:
-        coords["chance"] = ("metric", results["chance"].values)
+        coords["chance"] = (METRIC, results["chance"].values)
     return xr.Dataset(
         {
             "pretrained": (dims, pretrained),
@@ -252,8 +259,8 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
             "ci_low": (dims, low),
             "ci_high": (dims, high),
             "normalized_gain": (dims, normalized),
-            "best_layer": (("classifier", "metric"), best),
-            "sweet_spot_layer": (("classifier", "metric"), sweet),
+            "best_layer": ((CLASSIFIER, METRIC), best),
+            "sweet_spot_layer": ((CLASSIFIER, METRIC), sweet),
         },
         coords=coords,
         attrs={

@@ -10,14 +10,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import fsspec
 import numpy as np
-import zarr
 
 from . import schema as S
+from .location import is_local, local_path, url_to_fs
+from .results import describe_runs
 from .store import FeatureStore
 
-__all__ = ["summarize_store", "disk_usage", "list_probe_runs"]
+__all__ = ["summarize_store", "disk_usage"]
 
 
 def disk_usage(url: str, subpath: str = "") -> int:
@@ -33,9 +33,9 @@ def disk_usage(url: str, subpath: str = "") -> int:
     subpath : str
         Node inside the store, e.g. a layer variable name.
     """
-    if "://" not in url or url.startswith("file://"):
-        root = url[len("file://"):] if url.startswith("file://") else url
-        top = os.path.join(root, subpath) if subpath else root
+    if is_local(url):
+        root = local_path(url)
+        top = root / subpath if subpath else root
         total = 0
         for dirpath, _dirnames, filenames in os.walk(top):
             for name in filenames:
@@ -44,8 +44,8 @@ def disk_usage(url: str, subpath: str = "") -> int:
                 except OSError:
                     continue
         return total
-    fs, path = fsspec.core.url_to_fs(url)
-    target = f"{path.rstrip('/')}/{subpath}" if subpath else path
+    fs, path = url_to_fs(url)
+    target = f"{path}/{subpath}" if subpath else path
     try:
         return int(fs.du(target, total=True))
     except FileNotFoundError:
@@ -54,54 +54,6 @@ def disk_usage(url: str, subpath: str = "") -> int:
 
 def _attrs_dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def list_probe_runs(store: FeatureStore) -> list[dict[str, Any]]:
-    """Probe runs stored in ``probes/<run_id>``, oldest first.
-
-    Returns
-    -------
-    list of dict
-        ``run``, ``created``, ``classifiers`` (resolved names such as ``"logreg:C=1"``),
-        ``folds``, ``seed``, ``split``, ``n_layers``, ``n_inits`` and ``complete`` (False for a
-        run interrupted before its description was written; ``featstore probe`` ignores those).
-    """
-    from .sweep import RESULTS_ATTR
-
-    try:
-        probes = store.group[S.PROBES_GROUP]
-    except KeyError:
-        return []
-    runs: list[dict[str, Any]] = []
-    for name, node in probes.groups():  # type: ignore[union-attr]
-        info = _attrs_dict(node.attrs.get(RESULTS_ATTR))
-        config = _attrs_dict(info.get("config"))
-        sizes: dict[str, int | None] = {}
-        names: list[str] | None = None
-        for dim in ("classifier", "layer", "init"):
-            try:
-                array = node[dim]
-            except KeyError:
-                array = None
-            if not isinstance(array, zarr.Array):
-                sizes[dim] = None
-                continue
-            sizes[dim] = int(array.shape[0])
-            if dim == "classifier":
-                names = [str(v) for v in np.asarray(array[:]).tolist()]
-        runs.append({
-            "run": str(info.get("run", name)),
-            "created": info.get("created"),
-            "classifiers": names if names is not None else config.get("classifiers"),
-            "folds": config.get("folds"),
-            "seed": config.get("seed"),
-            "split": config.get("split"),
-            "n_layers": sizes["layer"],
-            "n_inits": sizes["init"],
-            "complete": bool(info),
-        })
-    runs.sort(key=lambda r: (str(r["created"] or ""), r["run"]))
-    return runs
 
 
 def _read_coord(store: FeatureStore, name: str) -> np.ndarray | None:
@@ -129,7 +81,7 @@ def summarize_store(url: str | os.PathLike[str]) -> dict[str, Any]:
         ``images`` (``n_images``, ``n_valid``, ``classes`` name -> count, ``splits``
         split -> {class -> count} or None), ``data``, ``size`` (``stored_bytes``,
         ``feature_bytes``, ``raw_feature_bytes``, ``compression_ratio``), ``probes`` (see
-        :func:`list_probe_runs`) and ``versions``.
+        :func:`featstore.results.describe_runs`) and ``versions``.
 
     Raises
     ------
@@ -174,7 +126,7 @@ def summarize_store(url: str | os.PathLike[str]) -> dict[str, Any]:
         n_units = int(units.get(var, attrs.get("units", 0)))
         layers.append({
             "var": var,
-            "module": modules.get(var, S.var_to_layer(var)),
+            "module": modules.get(var, var),
             "units": n_units,
             "shape": list(attrs.get("shape", [])),
         })
@@ -223,6 +175,6 @@ def summarize_store(url: str | os.PathLike[str]) -> dict[str, Any]:
             "raw_feature_bytes": raw,
             "compression_ratio": (raw / feature_bytes) if feature_bytes else None,
         },
-        "probes": list_probe_runs(store),
+        "probes": describe_runs(store),
         "versions": _attrs_dict(meta.get("versions")),
     }

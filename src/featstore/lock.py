@@ -41,6 +41,7 @@ from typing import Any
 
 from . import schema as S
 from .errors import StoreError, StoreLockedError
+from .location import is_local, local_path, url_to_fs
 
 __all__ = ["LOCK_KEY", "LockInfo", "StoreLock", "lock_holder"]
 
@@ -149,18 +150,10 @@ def _new_info(command: str | None) -> LockInfo:
     )
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def _local_root(url: str) -> Path:
-    return Path(url[len("file://"):] if url.startswith("file://") else url)
-
-
 def locked_error(url: str, holder: LockInfo | None) -> StoreLockedError:
     """The one-line error for a store that ``holder`` is writing."""
     who = holder.describe() if holder is not None else "another process (it is still starting)"
-    where = str(_local_root(url) / LOCK_KEY) if _is_local(url) else f"{url}/{LOCK_KEY}"
+    where = str(local_path(url) / LOCK_KEY) if is_local(url) else f"{url}/{LOCK_KEY}"
     return StoreLockedError(
         f"store '{url}' is locked by {who}; wait for it to finish (nothing was changed), "
         f"or if that process is gone for good delete '{where}'"
@@ -203,7 +196,7 @@ class StoreLock:
         """Take the lock or raise :class:`StoreLockedError` naming the holder."""
         if self._held:
             return self
-        if _is_local(self.url):
+        if is_local(self.url):
             self._acquire_local()
         else:
             self._acquire_fsspec()
@@ -215,7 +208,7 @@ class StoreLock:
         if not self._held:
             return
         self._held = False
-        if _is_local(self.url):
+        if is_local(self.url):
             self._release_local()
         else:
             self._release_fsspec()
@@ -229,7 +222,7 @@ class StoreLock:
 
     # ------------------------------------------------------------------ local: flock
     def _acquire_local(self) -> None:
-        path = _local_root(self.url) / LOCK_KEY
+        path = local_path(self.url) / LOCK_KEY
         self._made_dirs = [p for p in (path.parent.parent, path.parent) if not p.exists()]
         deadline = time.monotonic() + _DEAD_HOLDER_GRACE_S
         soon = time.monotonic() + 1.0
@@ -281,7 +274,7 @@ class StoreLock:
             return
 
     def _release_local(self) -> None:
-        path = _local_root(self.url) / LOCK_KEY
+        path = local_path(self.url) / LOCK_KEY
         if self._fd is None:  # best-effort mode
             if _read_info_local(path) == self.info:
                 path.unlink(missing_ok=True)
@@ -348,10 +341,8 @@ def _read_info_local(path: Path) -> LockInfo | None:
 
 
 def _fs_path(url: str) -> tuple[Any, str]:
-    from fsspec.core import url_to_fs
-
     fs, root = url_to_fs(url)
-    return fs, f"{root.rstrip('/')}/{LOCK_KEY}"
+    return fs, f"{root}/{LOCK_KEY}"
 
 
 def _read_info_fs(fs: Any, path: str) -> LockInfo | None:
@@ -376,12 +367,12 @@ def lock_holder(url: str) -> LockInfo | None:
     LockInfo or None
         The holder's pid, host, start time and command.
     """
-    if not _is_local(url):
+    if not is_local(url):
         fs, path = _fs_path(url)
         holder = _read_info_fs(fs, path)
         return holder if holder is not None and holder.is_alive() is not False else None
     try:
-        fd = os.open(_local_root(url) / LOCK_KEY, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(local_path(url) / LOCK_KEY, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:

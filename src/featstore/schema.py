@@ -24,7 +24,6 @@ __all__ = [
     "PROBES_GROUP",
     "DEFAULT_CHUNK_IMAGES",
     "layer_to_var",
-    "var_to_layer",
     "unit_dim",
     "chunk_bounds",
     "n_chunks",
@@ -77,11 +76,6 @@ def layer_to_var(layer: str) -> str:
             f"layer name {layer!r} cannot be stored: it must be a non-empty module path"
         )
     return layer
-
-
-def var_to_layer(var: str) -> str:
-    """Module path of a store variable (inverse of :func:`layer_to_var`)."""
-    return var
 
 
 def unit_dim(layer: str) -> str:

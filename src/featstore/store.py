@@ -9,7 +9,7 @@ Layout of a store (schema version 1)::
       label, path, split, valid (image,) coordinates
       _featstore/done           (init, image chunk) bool, one Zarr chunk per marker
       _featstore/lock           JSON holder of the write lock (see featstore.lock), while held
-      probes/...                probe results (written by featstore.sweep)
+      probes/...                probe results (schema: featstore.results)
 
 Crash safety: a chunk's marker in ``_featstore/done`` is written only after every layer's data
 for that chunk has been written (and fsync'ed, with its folder, for local directories); a marker
@@ -45,15 +45,24 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from . import schema as S
 from .errors import NotAStoreError
+from .location import is_local, local_path, url_to_fs
 from .lock import LOCK_KEY, LockInfo, lock_holder
 
 __all__ = [
+    "IDENTITY_KEYS",
+    "PARTIAL",
     "LayerSpec",
     "StoreLayout",
     "FeatureStore",
     "open_store",
     "store_exists",
     "default_compressors",
+    "zarr_store",
+    "list_keys",
+    "delete_keys",
+    "creating_identity",
+    "diff_identity",
+    "failpoint",
 ]
 
 #: keys of the store description that must match for a store to be resumed or extended
@@ -71,8 +80,8 @@ IDENTITY_KEYS: tuple[str, ...] = (
     "n_images",
 )
 _CREATING_KEY = "featstore_creating"
-#: temporary files zarr's LocalStore writes before renaming them into place
-_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+#: names of the temporary files zarr's LocalStore writes before renaming them into place
+PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 _FAILPOINT_ENV = "FEATSTORE_FAILPOINTS"
 _failpoint_hits: dict[str, int] = {}
 
@@ -215,31 +224,16 @@ def _identity(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {key: _jsonable(meta.get(key)) for key in IDENTITY_KEYS}
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def _local_path(url: str) -> Path:
-    return Path(url[len("file://"):] if url.startswith("file://") else url)
-
-
-def _zarr_store(url: str, read_only: bool = False) -> Any:
+def zarr_store(url: str, read_only: bool = False) -> Any:
     """What zarr opens: a LocalStore for paths and ``file://`` URLs (atomic writes), or the URL."""
-    if _is_local(url):
-        return zarr.storage.LocalStore(_local_path(url), read_only=read_only)
+    if is_local(url):
+        return zarr.storage.LocalStore(local_path(url), read_only=read_only)
     return url
 
 
 def _is_bookkeeping(key: str) -> bool:
     """Keys that do not make a store: the lock and temporary files of interrupted writes."""
-    return key == LOCK_KEY or bool(_PARTIAL.search(key))
-
-
-def _fs_root(url: str) -> tuple[Any, str]:
-    from fsspec.core import url_to_fs
-
-    fs, root = url_to_fs(url)
-    return fs, root.rstrip("/")
+    return key == LOCK_KEY or bool(PARTIAL.search(key))
 
 
 def list_keys(url: str, prefix: str = "") -> list[str]:
@@ -257,8 +251,8 @@ def list_keys(url: str, prefix: str = "") -> list[str]:
     list of str
         Sorted keys such as ``"stem/c/0/3/0"``.
     """
-    if _is_local(url):
-        local = _local_path(url)
+    if is_local(url):
+        local = local_path(url)
         folder_base = local / prefix if prefix else local
         if not folder_base.is_dir():
             return []
@@ -267,7 +261,7 @@ def list_keys(url: str, prefix: str = "") -> list[str]:
             rel = Path(folder).relative_to(local).as_posix()
             keys.extend(f if rel == "." else f"{rel}/{f}" for f in files)
         return sorted(keys)
-    fs, root = _fs_root(url)
+    fs, root = url_to_fs(url)
     try:
         found = fs.find(f"{root}/{prefix}" if prefix else root)
     except FileNotFoundError:
@@ -276,13 +270,15 @@ def list_keys(url: str, prefix: str = "") -> list[str]:
     return sorted(str(p).lstrip("/")[start:] for p in found)
 
 
-def _delete_keys(url: str, keys: Iterable[str]) -> None:
-    if _is_local(url):
-        local = _local_path(url)
+def delete_keys(url: str, keys: Iterable[str]) -> None:
+    """Delete object keys (relative to the store root) of the store at ``url``; missing keys are
+    ignored."""
+    if is_local(url):
+        local = local_path(url)
         for key in keys:
             (local / key).unlink(missing_ok=True)
         return
-    fs, root = _fs_root(url)
+    fs, root = url_to_fs(url)
     for key in keys:
         try:
             fs.rm_file(f"{root}/{key}")
@@ -295,8 +291,8 @@ def store_exists(url: str) -> bool:
 
     A lock file or the temporary files of an interrupted first write do not count.
     """
-    if _is_local(url):
-        path = _local_path(url)
+    if is_local(url):
+        path = local_path(url)
         if not path.exists():
             return False
         if not path.is_dir():
@@ -317,10 +313,10 @@ def _clear(url: str) -> None:
     """Delete everything in the store except its lock; the root ``zarr.json`` goes last."""
     keys = [k for k in list_keys(url) if k != LOCK_KEY]
     root_meta = [k for k in keys if k == "zarr.json"]
-    _delete_keys(url, [k for k in keys if k != "zarr.json"])
-    _delete_keys(url, root_meta)
-    if _is_local(url):
-        root = _local_path(url)
+    delete_keys(url, [k for k in keys if k != "zarr.json"])
+    delete_keys(url, root_meta)
+    if is_local(url):
+        root = local_path(url)
         for child in root.iterdir() if root.is_dir() else []:
             if child.is_dir() and child.name != S.INTERNAL_GROUP:
                 shutil.rmtree(child, ignore_errors=True)
@@ -331,7 +327,7 @@ def _clear(url: str) -> None:
 
 
 def _open_group(url: str, mode: str) -> zarr.Group:
-    return zarr.open_group(_zarr_store(url, read_only=mode == "r"), mode=mode,  # type: ignore[arg-type]
+    return zarr.open_group(zarr_store(url, read_only=mode == "r"), mode=mode,  # type: ignore[arg-type]
                            zarr_format=3, use_consolidated=False)
 
 
@@ -402,7 +398,7 @@ class FeatureStore:
             _clear(url)
         # the root is written with the "creating" marker in one (atomic) write: a creation
         # interrupted from here on is recognized and redone by the next run
-        group = zarr.create_group(_zarr_store(url), zarr_format=3, attributes=creating)
+        group = zarr.create_group(zarr_store(url), zarr_format=3, attributes=creating)
         failpoint("create.root")
         n_images = layout.n_images
         image_chunk = layout.chunk_images
@@ -561,7 +557,7 @@ class FeatureStore:
     def reset_valid(self, chunk: int) -> None:
         """Drop one chunk of the ``valid`` mask (back to all valid); the next run rewrites it."""
         array: zarr.Array = self.group[S.VALID]  # type: ignore[assignment]
-        _delete_keys(self.url, [f"{S.VALID}/{array.metadata.encode_chunk_key((chunk,))}"])
+        delete_keys(self.url, [f"{S.VALID}/{array.metadata.encode_chunk_key((chunk,))}"])
 
     def rewrite_coordinates(self, layout: StoreLayout) -> None:
         """Write the per-image coordinates and the init names again (repair of damaged ones)."""
@@ -635,9 +631,9 @@ class FeatureStore:
 
     def _make_durable(self, init_index: int, chunk: int) -> None:
         """fsync the chunk files just written and their folders (local directories only)."""
-        if not _is_local(self.url):
+        if not is_local(self.url):
             return
-        root = _local_path(self.url)
+        root = local_path(self.url)
         keys = [self.chunk_key(var, (init_index, chunk, 0)) for var in self.layer_vars]
         keys.append(self.chunk_key(S.VALID, (chunk,)))
         for file in [root / key for key in keys]:
@@ -729,9 +725,3 @@ def open_store(url: str | os.PathLike[str]) -> xr.Dataset:
         return xr.open_zarr(text, consolidated=True)
     except (KeyError, ValueError, FileNotFoundError):
         return xr.open_zarr(text, consolidated=False)
-
-
-def iter_layer_vars(meta: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
-    """Pairs (variable name, module path), shallow to deep."""
-    modules: Mapping[str, str] = meta["layer_modules"]
-    return [(var, modules[var]) for var in meta["layers"]]

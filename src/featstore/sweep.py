@@ -14,30 +14,27 @@ This module is the I/O and orchestration edge of probing; the compute lives in
    solve, and predictions per chunk -- so memory is bounded by the chunk size, not the number
    of images;
 3. writes the results as an :class:`xarray.Dataset` into the store's ``probes/<run>`` group
-   (:func:`open_results` reads them back) and exports CSV tables.
+   (:mod:`featstore.results` holds that schema, reads runs back and exports CSV tables).
 
 Schedulers: local threads by default; ``"threads:N"``; ``"sync"`` (no parallelism, for
 debugging); ``"local:N"`` starts a :class:`distributed.LocalCluster` of N single-threaded
 worker processes; ``"tcp://HOST:PORT"`` uses an existing dask.distributed scheduler (its
 workers must be able to read the store's path or URL). Every scheduler gives identical numbers.
 
-The results contract (dims, variables, coordinates) is documented in :func:`open_results`.
+:func:`probe` is the public entry; the results contract (dims, variables, coordinates) is
+documented in :mod:`featstore.results`.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import json
 import os
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import dask
 import dask.array as da
@@ -60,7 +57,8 @@ from .errors import (
     StoreIncompleteError,
     UnknownLayerError,
 )
-from .gain import check_gain_inits, init_kind
+from .gain import check_gain_inits
+from .inits import init_kind
 from .probing import (
     METRICS,
     BlockResult,
@@ -76,85 +74,33 @@ from .probing import (
     predict_from_stats,
     probe_block,
 )
+from .progress import Progress
+from .results import (
+    CLASSIFIER,
+    FOLD,
+    INIT_KIND,
+    LAYER,
+    LAYER_MODULE,
+    LAYER_UNITS,
+    METRIC,
+    RESULTS_ATTR,
+    TEST_FOLD,
+    list_runs,
+    open_results,
+    write_results,
+)
+from .scheduler import Runner, parse_scheduler
 from .store import FeatureStore, open_store
+from .versions import PROBE_LIBRARIES, library_versions
 
-__all__ = [
-    "ProbeProgress",
-    "RESULTS_ATTR",
-    "probe",
-    "run_probe",
-    "stored_run",
-    "open_results",
-    "list_runs",
-    "parse_scheduler",
-    "results_rows",
-    "gain_rows",
-    "write_results_csv",
-    "write_gain_csv",
-]
+__all__ = ["probe", "run_probe", "stored_run"]
 
-#: attribute of a results group holding its description (written last: marks a complete run)
-RESULTS_ATTR: Final = "featstore_probe"
 #: bump when a change to the probe computation changes numbers (invalidates stored runs)
 _PROBE_FORMAT: Final = 2
-#: dimension names of the results
-CLASSIFIER: Final = "classifier"
-LAYER: Final = "layer"
-FOLD: Final = "fold"
-METRIC: Final = "metric"
-
-RESULTS_COLUMNS: Final = ("layer", "init", "classifier", "metric", "mean", "std", "n_folds",
-                          "chance")
-GAIN_COLUMNS: Final = ("layer", "classifier", "metric", "gain", "ci_low", "ci_high",
-                       "normalized_gain", "pretrained", "random")
-
-
-class ProbeProgress(Protocol):
-    """Receives progress of a sweep (the CLI shows it as a rich progress bar)."""
-
-    def start(self, name: str, total: int) -> None:
-        """The sweep begins; ``total`` (init, layer) blocks are to be probed."""
-
-    def advance(self, count: int) -> None:
-        """``count`` more blocks are done."""
-
-    def finish(self, name: str) -> None:
-        """The sweep is complete."""
 
 
 # ---------------------------------------------------------------------------------------------
 # parsing and validation
-
-
-def parse_scheduler(value: str | None) -> tuple[str, int | str | None]:
-    """Normalize a ``--scheduler`` value.
-
-    Parameters
-    ----------
-    value : str or None
-        None or ``"threads"`` (local threads, one per core), ``"threads:N"``, ``"sync"``,
-        ``"local:N"`` (a LocalCluster of N worker processes) or ``"tcp://HOST:PORT"`` (an existing
-        dask.distributed scheduler; ``tls://`` and other distributed protocols work too).
-
-    Returns
-    -------
-    (kind, argument)
-        ``("threads", N or None)``, ``("sync", None)``, ``("local", N)`` or
-        ``("distributed", address)``.
-    """
-    allowed = "threads, threads:N, sync, local:N, tcp://HOST:PORT"
-    if value is None or value.strip() in ("", "threads"):
-        return "threads", None
-    text = value.strip()
-    if text in ("sync", "synchronous"):
-        return "sync", None
-    match = re.fullmatch(r"(threads|local):(\d+)", text)
-    if match:
-        return match.group(1), parse_positive_int(f"--scheduler {match.group(1)}:N",
-                                                  int(match.group(2)))
-    if re.fullmatch(r"[a-z][a-z0-9+]*://\S+", text):
-        return "distributed", text
-    raise ProbeInputError(f"invalid --scheduler {value!r}; allowed: {allowed}")
 
 
 def _split_names(values: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -170,11 +116,11 @@ def _resolve_layers(meta: dict[str, Any], wanted: Sequence[str] | None) -> list[
     if wanted is None:
         return stored
     modules: dict[str, str] = dict(meta.get("layer_modules", {}))
-    by_name = {**{v: v for v in stored}, **{modules.get(v, S.var_to_layer(v)): v for v in stored}}
+    by_name = {**{v: v for v in stored}, **{modules.get(v, v): v for v in stored}}
     chosen = set()
     for name in wanted:
         if name not in by_name:
-            known = ", ".join(modules.get(v, S.var_to_layer(v)) for v in stored)
+            known = ", ".join(modules.get(v, v) for v in stored)
             raise UnknownLayerError(
                 f"unknown --layers value {name!r}; layers in this store: {known} "
                 "(`featstore info STORE` lists them)"
@@ -338,81 +284,6 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
 # execution
 
 
-def _library_versions() -> dict[str, str]:
-    out = {}
-    for name in ("featstore", "numpy", "scipy", "scikit-learn", "dask", "distributed", "xarray",
-                 "zarr"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "unknown"
-    return out
-
-
-class _Runner:
-    """Computes dask collections on the chosen scheduler, reporting finished blocks."""
-
-    def __init__(self, kind: str, argument: int | str | None) -> None:
-        self.kind = kind
-        self.argument = argument
-        self.client: Any = None
-        self._cluster: Any = None
-
-    def __enter__(self) -> _Runner:
-        if self.kind in ("local", "distributed"):
-            from distributed import Client, LocalCluster
-
-            if self.kind == "local":
-                self._cluster = LocalCluster(n_workers=int(self.argument or 1),
-                                             threads_per_worker=1, processes=True,
-                                             dashboard_address=None)
-                self.client = Client(self._cluster, set_as_default=False)
-            else:
-                try:
-                    self.client = Client(str(self.argument), set_as_default=False, timeout="10s")
-                except OSError as exc:
-                    raise ProbeInputError(
-                        f"cannot reach dask scheduler --scheduler {self.argument!r}: {exc}; "
-                        "start one with `dask scheduler` and workers with `dask worker ADDRESS`"
-                    ) from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self._cluster is not None:
-            self._cluster.close()
-
-    def compute(self, collection: Any) -> Any:
-        if self.client is not None:
-            return self.client.compute(collection).result()
-        if self.kind == "sync":
-            return dask.compute(collection, scheduler="sync")[0]
-        return dask.compute(collection, scheduler="threads",
-                            num_workers=self.argument)[0]
-
-    def compute_all(self, items: Sequence[Any], done: Callable[[], None]) -> list[Any]:
-        """Compute ``items`` (delayed objects), calling ``done()`` as each one finishes."""
-        if self.client is not None:
-            from distributed import as_completed
-
-            futures = self.client.compute(list(items))
-            for _ in as_completed(futures, loop=self.client.loop):
-                done()
-            return [f.result() for f in futures]
-        from dask.callbacks import Callback
-
-        final = {item.key for item in items}
-
-        def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            if key in final:
-                done()
-
-        scheduler = "sync" if self.kind == "sync" else "threads"
-        with Callback(posttask=posttask):
-            return list(dask.compute(*items, scheduler=scheduler, num_workers=self.argument))
-
-
 def _block_task(block: np.ndarray, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
                 tol: float, max_iter: int, blas_threads: int | None) -> BlockResult:
     if blas_threads is None:
@@ -506,7 +377,7 @@ def _stats_graph(chunk_rows: Sequence[int], source: zarr.Array, position: int, p
     return delayed(_assemble_stats, pure=True)(predictions, plan_ref)
 
 
-def _finite_rows(request: _Request, runner: _Runner) -> np.ndarray:
+def _finite_rows(request: _Request, runner: Runner) -> np.ndarray:
     """Bool array (n_images,): every selected layer and init is finite in that row."""
     ds = request.dataset
     positions = [request.store.init_names.index(n) for n in request.inits]
@@ -542,7 +413,7 @@ def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, 
         "config": config.to_dict(),
         "run": request.run_id,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds"),
-        "versions": _library_versions(),
+        "versions": library_versions(PROBE_LIBRARIES),
         "classes": list(meta.get("classes") or []),
         "n_images_used": int(used.sum()),
         "excluded": excluded,
@@ -565,41 +436,26 @@ def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, 
             METRIC: np.array(METRICS, dtype=obj),
             S.IMAGE: np.arange(n_images, dtype=np.int64),
             S.LABEL: (S.IMAGE, plan.labels.astype(np.int64)),
-            "test_fold": (S.IMAGE, test_fold),
+            TEST_FOLD: (S.IMAGE, test_fold),
             "chance": (METRIC, chance_levels(plan.labels[test_fold >= 0], plan.n_classes)),
-            "init_kind": (S.INIT, np.array([init_kind(n) for n in inits], dtype=obj)),
-            "layer_module": (LAYER, np.array([modules.get(v, S.var_to_layer(v)) for v in layers],
+            INIT_KIND: (S.INIT, np.array([init_kind(n) for n in inits], dtype=obj)),
+            LAYER_MODULE: (LAYER, np.array([modules.get(v, v) for v in layers],
                                              dtype=obj)),
-            "layer_units": (LAYER, np.array([int(units.get(v, request.dataset[v].shape[-1]))
+            LAYER_UNITS: (LAYER, np.array([int(units.get(v, request.dataset[v].shape[-1]))
                                              for v in layers], dtype=np.int64)),
         },
         attrs={RESULTS_ATTR: info},
     )
 
 
-def _group_path(run_id: str) -> str:
-    return f"{S.PROBES_GROUP}/{run_id}"
-
-
-def _write_results(url: str, results: xr.Dataset) -> None:
-    info = results.attrs[RESULTS_ATTR]
-    path = _group_path(info["run"])
-    body = results.copy()
-    body.attrs = {}
-    body.to_zarr(url, group=path, mode="w", zarr_format=3, consolidated=False)
-    # the description goes last: a run without it is incomplete and is never reused
-    group = zarr.open_group(url, path=path, mode="r+", zarr_format=3, use_consolidated=False)
-    group.attrs[RESULTS_ATTR] = info
-
-
-def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
+def run_probe(config: ProbeConfig, progress: Progress | None = None,
               require_gain: bool = False) -> xr.Dataset:
     """Run (or reuse) the sweep described by ``config``; see :func:`probe`.
 
     Parameters
     ----------
     config : ProbeConfig
-    progress : ProbeProgress, optional
+    progress : Progress, optional
         Told the number of (init, layer) blocks, then each finished block.
     require_gain : bool
         Fail before computing when the selected inits cannot give a knowledge gain (no
@@ -617,7 +473,7 @@ def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
     kind, argument = request.scheduler
     everything = np.ones(request.store.n_images, dtype=bool)
     _fold_plan(request, *_usable(request, everything))  # cheap checks before reading features
-    with _Runner(kind, argument) as runner, _blas_limits(kind, argument):
+    with Runner(kind, argument) as runner, _blas_limits(kind, argument):
         finite = _finite_rows(request, runner)
         labels, used, n_classes = _usable(request, finite)
         plan = _fold_plan(request, labels, used, n_classes)
@@ -628,7 +484,7 @@ def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
         tasks = []
         plan_ref = dask.delayed(plan, pure=True)  # one graph node shared by every task
         # a LocalCluster runs one single-threaded process per worker: one BLAS thread each
-        blas_threads = 1 if kind == "local" else None
+        blas_threads = runner.blas_threads
         for i, pos in enumerate(positions):
             for j, var in enumerate(request.layers):
                 array = ds[var].data[pos]
@@ -655,7 +511,7 @@ def run_probe(config: ProbeConfig, progress: ProbeProgress | None = None,
     }
     results = _results_dataset(request, plan, dict(zip(keys, outputs, strict=True)), used,
                                excluded)
-    _write_results(url, results)
+    write_results(url, results)
     return open_results(url, request.run_id)
 
 
@@ -692,7 +548,7 @@ def probe(
     inits: Sequence[str] | None = None,
     scheduler: str | None = None,
     force: bool = False,
-    progress: ProbeProgress | None = None,
+    progress: Progress | None = None,
     *,
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
@@ -729,7 +585,7 @@ def probe(
         See :func:`parse_scheduler`.
     force : bool
         Recompute even if stored.
-    progress : ProbeProgress, optional
+    progress : Progress, optional
     tol, max_iter : float, int
         Stopping rule of logreg / linear-svm (gradient infinity norm, iterations); the default
         tolerance, 1e-6, is tighter than scikit-learn's so that results do not depend on the
@@ -756,146 +612,3 @@ def probe(
         tol=tol, max_iter=max_iter, scheduler=scheduler, force=force,
     )
     return run_probe(config, progress)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading results
-
-
-def list_runs(store: str | os.PathLike[str]) -> dict[str, str]:
-    """Complete probe runs of a store.
-
-    Returns
-    -------
-    dict
-        Run id -> creation time (ISO 8601), oldest first.
-    """
-    url = parse_store_url(str(store))
-    FeatureStore.open(url)
-    try:
-        group = zarr.open_group(url, path=S.PROBES_GROUP, mode="r", zarr_format=3,
-                                use_consolidated=False)
-    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError,
-            zarr.errors.NodeTypeValidationError):
-        return {}
-    runs = {}
-    for name, child in group.groups():
-        info = child.attrs.get(RESULTS_ATTR)
-        if isinstance(info, dict):
-            runs[name] = str(info.get("created", ""))
-    return dict(sorted(runs.items(), key=lambda kv: (kv[1], kv[0])))
-
-
-def open_results(store: str | os.PathLike[str], run: str | None = None) -> xr.Dataset:
-    """Open stored probe results (the latest run by default).
-
-    The results contract:
-
-    * dims ``classifier`` (str, e.g. ``"logreg:C=1"``), ``layer`` (store variable names,
-      shallow to deep), ``init`` (str), ``fold`` (int, 0..K-1), ``metric`` (``"accuracy"``,
-      ``"balanced_accuracy"``, ``"macro_f1"``), ``image`` (int);
-    * ``score`` (classifier, layer, init, fold, metric) float64: the metric on the fold's test
-      images;
-    * ``prediction`` (classifier, layer, init, image) int16: the out-of-fold predicted label,
-      ``-1`` where the image is in no test fold or is not usable;
-    * coords ``label`` (image) int64, ``test_fold`` (image) int16 (``-1``: none), ``chance``
-      (metric) float64 (accuracy: majority-class rate; balanced accuracy: 1/K; macro-F1: that
-      of always predicting the majority class, ``2p / ((1 + p) K)``; over the tested images),
-      ``init_kind`` (init) ``"pretrained"``/``"random"``, ``layer_module`` (layer) str,
-      ``layer_units`` (layer) int;
-    * ``attrs["featstore_probe"]``: ``config`` (:meth:`ProbeConfig.to_dict`, resolved), ``run``,
-      ``created``, ``versions``, ``classes``, ``n_images_used``, ``excluded`` (counts of
-      invalid, unlabelled and non-finite images), ``unconverged`` (per classifier, folds whose
-      solver hit ``max_iter``).
-
-    Parameters
-    ----------
-    store : str or PathLike
-    run : str, optional
-        Run id (see :func:`list_runs`); default the most recent.
-
-    Returns
-    -------
-    xarray.Dataset
-        Loaded into memory.
-
-    Raises
-    ------
-    ProbeInputError
-        No stored results, or an unknown run id.
-    """
-    url = parse_store_url(str(store))
-    runs = list_runs(url)
-    if not runs:
-        raise ProbeInputError(f"store '{url}' holds no probe results; run `featstore probe "
-                              f"{url}` first")
-    if run is None:
-        run = next(reversed(runs))
-    elif run not in runs:
-        raise ProbeInputError(f"unknown probe run {run!r} in '{url}'; runs: {', '.join(runs)}")
-    with xr.open_dataset(url, engine="zarr", group=_group_path(run), consolidated=False,
-                         chunks=None) as ds:
-        results = ds.load()
-    info = zarr.open_group(url, path=_group_path(run), mode="r", zarr_format=3,
-                           use_consolidated=False).attrs[RESULTS_ATTR]
-    results.attrs = {RESULTS_ATTR: info}
-    return results
-
-
-# ---------------------------------------------------------------------------------------------
-# tables
-
-
-def results_rows(results: xr.Dataset) -> list[dict[str, Any]]:
-    """One row per (layer, init, classifier, metric): fold mean, std (ddof 0), folds, chance."""
-    score = results["score"].transpose(LAYER, S.INIT, CLASSIFIER, METRIC, FOLD).values
-    chance = results["chance"].values
-    rows = []
-    for j, layer in enumerate(results[LAYER].values):
-        for i, init in enumerate(results[S.INIT].values):
-            for c, clf in enumerate(results[CLASSIFIER].values):
-                for m, metric in enumerate(results[METRIC].values):
-                    values = score[j, i, c, m]
-                    rows.append({
-                        "layer": str(layer), "init": str(init), "classifier": str(clf),
-                        "metric": str(metric), "mean": float(np.mean(values)),
-                        "std": float(np.std(values)), "n_folds": int(values.size),
-                        "chance": float(chance[m]),
-                    })
-    return rows
-
-
-def gain_rows(gain: xr.Dataset) -> list[dict[str, Any]]:
-    """One row per (layer, classifier, metric) of :func:`featstore.knowledge_gain` output."""
-    names = ("gain", "ci_low", "ci_high", "normalized_gain", "pretrained", "random")
-    data = {n: gain[n].transpose(LAYER, CLASSIFIER, METRIC).values for n in names}
-    rows = []
-    for j, layer in enumerate(gain[LAYER].values):
-        for c, clf in enumerate(gain[CLASSIFIER].values):
-            for m, metric in enumerate(gain[METRIC].values):
-                row: dict[str, Any] = {"layer": str(layer), "classifier": str(clf),
-                                       "metric": str(metric)}
-                row.update({n: float(data[n][j, c, m]) for n in names})
-                rows.append(row)
-    return rows
-
-
-def _write_csv(path: str | os.PathLike[str], columns: Sequence[str],
-               rows: list[dict[str, Any]]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_results_csv(results: xr.Dataset, path: str | os.PathLike[str]) -> None:
-    """Write ``layer, init, classifier, metric, mean, std, n_folds, chance`` rows to ``path``."""
-    _write_csv(path, RESULTS_COLUMNS, results_rows(results))
-
-
-def write_gain_csv(gain: xr.Dataset, path: str | os.PathLike[str]) -> None:
-    """Write ``layer, classifier, metric, gain, ci_low, ci_high, normalized_gain, pretrained,
-    random`` rows to ``path``."""
-    _write_csv(path, GAIN_COLUMNS, gain_rows(gain))

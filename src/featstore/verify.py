@@ -30,12 +30,12 @@ import zarr
 from . import schema as S
 from .lock import LockInfo
 from .store import (
-    _PARTIAL,
+    PARTIAL,
     FeatureStore,
     StoreLayout,
-    _delete_keys,
-    _zarr_store,
+    delete_keys,
     list_keys,
+    zarr_store,
 )
 
 __all__ = ["PROBLEM_KINDS", "ChunkProblem", "VerifyReport", "verify_store", "verify",
@@ -280,7 +280,7 @@ def verify(store: FeatureStore) -> VerifyReport:
                             *S.chunk_bounds(chunk, n_images, chunk_images), "not marked done")
                for i, init in enumerate(inits) for chunk in np.flatnonzero(~done[i]).tolist()]
     problems += valid_problems + marker_problems + layer_problems + pending
-    leftovers = tuple(k for k in sorted(keys) if _PARTIAL.search(k))
+    leftovers = tuple(k for k in sorted(keys) if PARTIAL.search(k))
     return VerifyReport(
         url=store.url, layers=tuple(store.layer_vars), inits=inits, n_images=n_images,
         chunk_images=chunk_images, n_chunks=n_chunks, chunks_read=chunks_read,
@@ -330,7 +330,7 @@ def _check_coordinates(store: FeatureStore, meta: Mapping[str, Any],
 def _check_consolidated(store: FeatureStore) -> list[ChunkProblem]:
     n = store.n_images
     try:
-        group = zarr.open_group(_zarr_store(store.url, read_only=True), mode="r", zarr_format=3,
+        group = zarr.open_group(zarr_store(store.url, read_only=True), mode="r", zarr_format=3,
                                 use_consolidated=True)
         consolidated = group.metadata.consolidated_metadata
         if consolidated is None:
@@ -447,6 +447,6 @@ def mark_for_repair(store: FeatureStore, report: VerifyReport,
     for init_index, chunk in sorted(todo):
         store.mark_pending(init_index, chunk)
     if report.leftovers:
-        _delete_keys(store.url, report.leftovers)
+        delete_keys(store.url, report.leftovers)
     store.consolidate()
     return {i for i, _ in todo}

@@ -1,0 +1,129 @@
+"""One (init, layer) block: every classifier on every fold, sharing work between them.
+
+Each fold's training statistics are computed once; each linear kind fits all its folds and ``C``
+values in one batched L-BFGS; kNN sorts neighbours once per fold for all ``k``; ridge and
+nearest centroid are fit from sufficient statistics of the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from featstore.config import DEFAULT_MAX_ITER, DEFAULT_TOL
+
+from .folds import FoldPlan
+from .knn import knn_predict
+from .linear import predict_linear, solve_linear
+from .metrics import fold_scores
+from .specs import ClassifierSpec
+from .standardize import standardization
+from .sufficient import fit_from_stats, group_stats, predict_from_stats
+
+__all__ = ["BlockResult", "probe_block"]
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Out-of-fold predictions and fold scores of every classifier on one block.
+
+    Attributes
+    ----------
+    predictions : ndarray of int16, shape (n_specs, n_images)
+        Predicted class of each image in the fold where it is tested; ``-1`` elsewhere.
+    scores : ndarray of float64, shape (n_specs, n_folds, 3)
+        Metrics (:data:`METRICS` order) per classifier and fold.
+    unconverged : ndarray of int, shape (n_specs,)
+        Folds whose iterative solver stopped at its iteration limit (0 for direct methods).
+    """
+
+    predictions: np.ndarray
+    scores: np.ndarray
+    unconverged: np.ndarray
+
+
+
+def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpec],
+                tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> BlockResult:
+    """Evaluate every classifier on every fold of one (init, layer) block.
+
+    Work is shared: each fold's training statistics are computed once; each linear kind
+    (``logreg``, ``linear-svm``) fits all its folds and ``C`` values in one batched L-BFGS;
+    ``knn`` sorts neighbours once per fold for all ``k``; ridge and nearest centroid are fit
+    from sufficient statistics of the block.
+
+    Parameters
+    ----------
+    block : ndarray, shape (n_images, n_units)
+        Features of one layer and init, every image of the store (unused rows are ignored and
+        may hold NaN).
+    plan : FoldPlan
+    specs : sequence of ClassifierSpec
+    tol, max_iter : float, int
+        Stopping rule of the linear models (see :class:`LogisticProbe`; linear SVMs use
+        ``tol / 10`` on their scaled objective).
+
+    Returns
+    -------
+    BlockResult
+    """
+    rows = np.flatnonzero(plan.used)
+    X = np.asarray(block[rows], dtype=np.float64)
+    # Work on X - (block mean): a fixed shift that keeps sums accurate. It changes nothing
+    # mathematically: every fold is standardized with its own training rows' mean and scale,
+    # and (x - a - mean_train(x - a)) = (x - mean_train(x)) for any constant a.
+    shift = X.mean(axis=0)
+    Xc = X - shift
+    y = plan.labels[rows]
+    g = plan.groups[rows]
+    K = plan.n_classes
+    F = plan.n_folds
+    train = np.stack([plan.train_mask(f, g) for f in range(F)])
+    test = np.stack([plan.test_mask(f, g) for f in range(F)])
+    fold_std = [standardization(Xc[train[f]], offset=shift) for f in range(F)]
+    mean = np.stack([m for m, _ in fold_std])
+    scale = np.stack([s for _, s in fold_std])
+
+    n_images = plan.groups.shape[0]
+    predictions = np.full((len(specs), n_images), -1, dtype=np.int16)
+    unconverged = np.zeros(len(specs), dtype=np.int64)
+    index = {spec.name: i for i, spec in enumerate(specs)}
+
+    for kind, loss, kind_tol in (("logreg", "multinomial", tol),
+                                 ("linear-svm", "squared_hinge", tol / 10)):
+        group = [s for s in specs if s.kind == kind]
+        if not group:
+            continue
+        Cs = [float(s.param("C")) for s in group]
+        problems, x, n_iter = solve_linear(Xc, y, K, loss, train, Cs, kind_tol, max_iter,
+                                            (mean, scale))
+        Z = problems.decision(x, np.arange(len(problems.fold)))  # (T, F * len(Cs), n)
+        for f in range(F):
+            for q, spec in enumerate(group):
+                p = f * len(Cs) + q
+                predictions[index[spec.name], rows[test[f]]] = predict_linear(
+                    Z[:, p, test[f]], axis=0)
+                unconverged[index[spec.name]] += int(n_iter[p] >= max_iter)
+
+    knn = [s for s in specs if s.kind == "knn"]
+    if knn:
+        ks = [int(s.param("k")) for s in knn]
+        for f in range(F):
+            Xtr = (Xc[train[f]] - mean[f]) / scale[f]
+            Xte = (Xc[test[f]] - mean[f]) / scale[f]
+            pred = knn_predict(Xtr, y[train[f]], Xte, ks, K)
+            for i, spec in enumerate(knn):
+                predictions[index[spec.name], rows[test[f]]] = pred[i]
+
+    by_stats = [s for s in specs if s.uses_stats]
+    if by_stats:
+        stats = group_stats(X, y, g, plan.n_groups, K, shift,
+                            gram=any(s.kind == "ridge" for s in by_stats))
+        models = fit_from_stats(stats, plan, by_stats)
+        pred = predict_from_stats(models, X, g, plan, shift)
+        for i, spec in enumerate(by_stats):
+            predictions[index[spec.name], rows] = pred[i]
+
+    return BlockResult(predictions, fold_scores(predictions, plan), unconverged)
