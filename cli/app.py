@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _datasets, _extract, _leaks, _probe, _reliability, _report
+from . import _datasets, _extract, _leaks, _probe, _reliability, _report, _similarity
 
 app = typer.Typer(
     name="featstore",
@@ -28,6 +28,7 @@ _datasets.register(app)
 _report.register(app)
 _probe.register(app)
 _leaks.register(app)
+_similarity.register(app)
 
 
 def _fail(message: str, status: int) -> None:

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from .inspect import summarize_store
     from .report import write_report
     from .results import open_results
+    from .similarity import cka
     from .store import open_store
     from .sweep import probe
+    from .transfer import transferability
 
 #: public name -> module defining it; imported on first use so that ``import featstore`` (and
 #: the command line's start-up) does not pay for torch, zarr and dask until they are needed
@@ -32,6 +34,8 @@ _LAZY = {
     "write_report": "report",
     "summarize_store": "inspect",
     "run_demo": "demo",
+    "cka": "similarity",
+    "transferability": "transfer",
 }
 
 __version__ = "0.1.0"
@@ -46,6 +50,8 @@ __all__ = [
     "write_report",
     "summarize_store",
     "run_demo",
+    "cka",
+    "transferability",
     "FeatstoreError",
     "FeatstoreInputError",
     "FeatstoreRuntimeError",
