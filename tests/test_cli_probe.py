@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,47 @@ def test_solver_options_reach_the_stored_config(store: str,
     assert code == 0, err
     config = open_results(store).attrs["featstore_probe"]["config"]
     assert (config["tol"], config["max_iter"]) == (0.001, 50)
+
+
+@pytest.mark.parametrize("classifier, target", [
+    ("knn:k=3", "featstore.probing.block.knn_predict"),
+    ("ridge", "featstore.probing.sufficient.fit_from_stats"),  # the chunked statistics path
+])
+def test_a_failing_classifier_is_one_line_naming_layer_init_classifier(
+        store: str, classifier: str, target: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    module, name = target.rsplit(".", 1)
+    import importlib
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise np.linalg.LinAlgError("Singular matrix\nmore detail")
+
+    monkeypatch.setattr(importlib.import_module(module), name, broken)
+    if module.endswith("sufficient"):  # the sweep imported it by name
+        monkeypatch.setattr("featstore.sweep.fit_from_stats", broken)
+    code, out, err = run(["probe", store, "-c", classifier, "--folds", "3", "-q", "--force",
+                          "--scheduler", "sync"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    expected = classifier if ":" in classifier else f"{classifier}:alpha=1"
+    assert re.fullmatch(
+        r"featstore: error: probe failed on layer '(stem|blocks\.0|head)', init "
+        rf"'(pretrained|random:0)', classifier {re.escape(expected)}: Singular matrix; the "
+        r"other blocks are fine \(--layers / --inits / --classifier leave this one out\)",
+        lines[0]), lines[0]
+
+
+def test_split_with_a_class_absent_from_training_exits_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = np.repeat([0, 1, 2], (12, 12, 4))
+    labels = labels[np.random.default_rng(0).permutation(labels.size)]  # as make_store does
+    splits = ["test" if label == 2 or i % 4 == 0 else "train" for i, label in enumerate(labels)]
+    url = make_store(tmp_path / "split.zarr", per_class=(12, 12, 4), splits=splits,
+                     classes=("a", "b", "c"))  # class 'c' only among the test images
+    code, _, err = run(["probe", url, "--split", "-c", "ridge", "-q"], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "featstore: error: class 'c' has no image among the training images (train + val); a "
+        "probe cannot learn a class it never sees: give it training images, or leave the class "
+        "out of the data"]

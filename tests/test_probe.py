@@ -365,10 +365,10 @@ def test_preconditioner_uses_training_rows_only(d: int) -> None:
     stats = [standardization(X[train[f]]) for f in range(4)]
     mean = np.stack([m for m, _ in stats])
     scale = np.stack([s for _, s in stats])
-    spectrum = _fold_spectra(X, train, mean, scale, rank=64)
+    spectrum = _fold_spectra(X, train, mean, 1.0 / scale, rank=64)
     shifted = X.copy()
     shifted[splits[0][1]] += 1e3  # test rows of fold 0 only
-    again = _fold_spectra(shifted, train, mean, scale, rank=64)
+    again = _fold_spectra(shifted, train, mean, 1.0 / scale, rank=64)
     np.testing.assert_allclose(again.values[0], spectrum.values[0], rtol=1e-6)
     Xs = (X[train[0]] - mean[0]) / scale[0]
     exact = np.linalg.eigvalsh(Xs.T @ Xs / len(Xs))

@@ -53,6 +53,7 @@ from .config import (
     parse_store_url,
 )
 from .errors import (
+    FeatstoreRuntimeError,
     ProbeInputError,
     StoreIncompleteError,
     UnknownLayerError,
@@ -62,6 +63,7 @@ from .inits import init_kind
 from .probing import (
     METRICS,
     BlockResult,
+    ClassifierFailure,
     ClassifierSpec,
     FoldPlan,
     GroupStats,
@@ -74,6 +76,7 @@ from .probing import (
     predict_from_stats,
     probe_block,
 )
+from .probing.block import failing_as
 from .progress import Progress
 from .results import (
     CLASSIFIER,
@@ -96,7 +99,7 @@ from .versions import PROBE_LIBRARIES, library_versions
 __all__ = ["probe", "run_probe", "stored_run"]
 
 #: bump when a change to the probe computation changes numbers (invalidates stored runs)
-_PROBE_FORMAT: Final = 2
+_PROBE_FORMAT: Final = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +230,23 @@ def _usable(request: _Request, finite: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return labels, used, n_classes
 
 
+def _check_training_classes(plan: FoldPlan, labels: np.ndarray, used: np.ndarray,
+                            classes: Sequence[str], what: str) -> None:
+    """Every class of the usable images has training images in every fold, or exit 2."""
+    present = np.unique(labels[used])
+    for f in range(plan.n_folds):
+        trained = np.unique(labels[plan.train_mask(f)])
+        missing = [int(k) for k in present if k not in trained]
+        if missing:
+            name = classes[missing[0]] if missing[0] < len(classes) else str(missing[0])
+            where = "the training images (train + val)" if what == "--split" else \
+                f"the training images of fold {f}"
+            raise ProbeInputError(
+                f"class {name!r} has no image among {where}; a probe cannot learn a class it "
+                "never sees: give it training images, or leave the class out of the data"
+            )
+
+
 def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
                n_classes: int) -> FoldPlan:
     config = request.config
@@ -269,6 +289,7 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
         for fold, (_, test_rows) in enumerate(splitter.split(np.zeros(rows.size), labels[rows])):
             test_fold[rows[test_rows]] = fold
         plan = FoldPlan.from_test_fold(test_fold, labels, n_classes)
+    _check_training_classes(plan, labels, used, classes, "--split" if config.split else "fold")
     knn = [int(s.param("k")) for s in request.specs if s.kind == "knn"]
     if knn:
         smallest_train = min(int(plan.train_mask(f).sum()) for f in range(plan.n_folds))
@@ -284,14 +305,35 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
 # execution
 
 
-def _block_task(block: np.ndarray, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
-                tol: float, max_iter: int, blas_threads: int | None) -> BlockResult:
-    if blas_threads is None:
-        return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
-    from threadpoolctl import threadpool_limits
+@contextmanager
+def _naming_block(layer: str, init: str) -> Iterator[None]:
+    """Turn a classifier's failure into one line naming layer, init and classifier (exit 1)."""
+    try:
+        yield
+    except ClassifierFailure as exc:
+        raise FeatstoreRuntimeError(
+            f"probe failed on layer {layer!r}, init {init!r}, {exc}; the other blocks are fine "
+            "(--layers / --inits / --classifier leave this one out)"
+        ) from None
 
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+
+def _block_task(block: np.ndarray, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
+                tol: float, max_iter: int, blas_threads: int | None, layer: str,
+                init: str) -> BlockResult:
+    with _naming_block(layer, init):
+        if blas_threads is None:
+            return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+
+
+def _fit_stats_task(stats: GroupStats, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
+                    layer: str, init: str) -> Any:
+    """:func:`fit_from_stats` of one block, failures named (see :func:`_naming_block`)."""
+    with _naming_block(layer, init), failing_as(specs):
+        return fit_from_stats(stats, plan, specs)
 
 
 #: independent accumulation chains per (init, layer) block in the chunked ridge /
@@ -337,7 +379,8 @@ def _predict_rows(models: Any, source: zarr.Array, position: int, rows: tuple[in
 
 
 def _stats_graph(chunk_rows: Sequence[int], source: zarr.Array, position: int, plan: FoldPlan,
-                 plan_ref: Any, specs: tuple[ClassifierSpec, ...]) -> Any:
+                 plan_ref: Any, specs: tuple[ClassifierSpec, ...], layer: str,
+                 init: str) -> Any:
     """Chunked ridge / nearest-centroid with memory bounded by chunks, not rows.
 
     Every task reads its own rows (one chunk; ``chunk_rows`` are the chunk lengths along
@@ -368,7 +411,7 @@ def _stats_graph(chunk_rows: Sequence[int], source: zarr.Array, position: int, p
         totals.append(total)
     while len(totals) > 1:
         totals = [delayed(merge_stats, pure=True)(*totals[:2]), *totals[2:]]
-    models = delayed(fit_from_stats, pure=True)(totals[0], plan_ref, specs)
+    models = delayed(_fit_stats_task, pure=True)(totals[0], plan_ref, specs, layer, init)
     predictions = [
         delayed(_predict_rows, pure=True)(models, source, position, (a, b), plan.groups[a:b],
                                           plan_ref, shift)
@@ -490,11 +533,11 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None,
                 array = ds[var].data[pos]
                 if stats_only:
                     task = _stats_graph(array.chunks[0], request.store.layer_array(var), pos, plan,
-                                        plan_ref, request.specs)
+                                        plan_ref, request.specs, var, request.inits[i])
                 else:
                     task = dask.delayed(_block_task, pure=True)(
                         array, plan_ref, request.specs, request.config.tol,
-                        request.config.max_iter, blas_threads)
+                        request.config.max_iter, blas_threads, var, request.inits[i])
                 keys.append((i, j))
                 tasks.append(task)
         if progress is not None:

@@ -22,7 +22,7 @@ The estimators (:class:`LogisticProbe`, :class:`LinearSVMProbe`, :class:`RidgePr
 (``fit``/``predict``/``score``, ``get_params``/``set_params``, :func:`sklearn.base.clone`).
 """
 
-from .block import BlockResult, probe_block
+from .block import BlockResult, ClassifierFailure, probe_block
 from .folds import FoldPlan
 from .knn import KNNProbe
 from .linear import LinearSVMProbe, LogisticProbe
@@ -47,6 +47,7 @@ __all__ = [
     "parse_classifiers",
     "FoldPlan",
     "BlockResult",
+    "ClassifierFailure",
     "GroupStats",
     "LogisticProbe",
     "LinearSVMProbe",

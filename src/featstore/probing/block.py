@@ -7,7 +7,8 @@ nearest centroid are fit from sufficient statistics of the block.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +20,42 @@ from .knn import knn_predict
 from .linear import predict_linear, solve_linear
 from .metrics import fold_scores
 from .specs import ClassifierSpec
-from .standardize import standardization
+from .standardize import fold_standardization
 from .sufficient import fit_from_stats, group_stats, predict_from_stats
 
-__all__ = ["BlockResult", "probe_block"]
+__all__ = ["BlockResult", "ClassifierFailure", "probe_block"]
+
+
+class ClassifierFailure(Exception):
+    """A classifier failed on a block; the sweep names the block's layer and init around it.
+
+    Attributes
+    ----------
+    classifiers : tuple of str
+        The canonical names of the classifiers fit together when it failed.
+    reason : str
+        The first line of the underlying error.
+    """
+
+    def __init__(self, classifiers: Sequence[str], reason: str) -> None:
+        self.classifiers = tuple(classifiers)
+        self.reason = reason
+        super().__init__(f"classifier {', '.join(self.classifiers)}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[str, ...], str]]:
+        return (type(self), (self.classifiers, self.reason))
+
+
+@contextmanager
+def failing_as(specs: Sequence[ClassifierSpec]) -> Iterator[None]:
+    """Re-raise any error of the enclosed fit as a :class:`ClassifierFailure` naming ``specs``."""
+    try:
+        yield
+    except ClassifierFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any numerical failure becomes one named line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClassifierFailure([s.name for s in specs], reason) from exc
 
 
 @dataclass(frozen=True)
@@ -68,6 +101,11 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
     Returns
     -------
     BlockResult
+
+    Raises
+    ------
+    ClassifierFailure
+        When a classifier's fit fails, naming it.
     """
     rows = np.flatnonzero(plan.used)
     X = np.asarray(block[rows], dtype=np.float64)
@@ -82,9 +120,9 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
     F = plan.n_folds
     train = np.stack([plan.train_mask(f, g) for f in range(F)])
     test = np.stack([plan.test_mask(f, g) for f in range(F)])
-    fold_std = [standardization(Xc[train[f]], offset=shift) for f in range(F)]
-    mean = np.stack([m for m, _ in fold_std])
-    scale = np.stack([s for _, s in fold_std])
+    fold_std = [fold_standardization(Xc[train[f]], offset=shift) for f in range(F)]
+    mean = np.stack([m for m, _, _ in fold_std])
+    inv_scale = np.stack([inv for _, _, inv in fold_std])
 
     n_images = plan.groups.shape[0]
     predictions = np.full((len(specs), n_images), -1, dtype=np.int16)
@@ -97,9 +135,10 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
         if not group:
             continue
         Cs = [float(s.param("C")) for s in group]
-        problems, x, n_iter = solve_linear(Xc, y, K, loss, train, Cs, kind_tol, max_iter,
-                                            (mean, scale))
-        Z = problems.decision(x, np.arange(len(problems.fold)))  # (T, F * len(Cs), n)
+        with failing_as(group):
+            problems, x, n_iter = solve_linear(Xc, y, K, loss, train, Cs, kind_tol, max_iter,
+                                                (mean, inv_scale))
+            Z = problems.decision(x, np.arange(len(problems.fold)))  # (T, F * len(Cs), n)
         for f in range(F):
             for q, spec in enumerate(group):
                 p = f * len(Cs) + q
@@ -111,18 +150,20 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
     if knn:
         ks = [int(s.param("k")) for s in knn]
         for f in range(F):
-            Xtr = (Xc[train[f]] - mean[f]) / scale[f]
-            Xte = (Xc[test[f]] - mean[f]) / scale[f]
-            pred = knn_predict(Xtr, y[train[f]], Xte, ks, K)
+            Xtr = (Xc[train[f]] - mean[f]) * inv_scale[f]
+            Xte = (Xc[test[f]] - mean[f]) * inv_scale[f]
+            with failing_as(knn):
+                pred = knn_predict(Xtr, y[train[f]], Xte, ks, K)
             for i, spec in enumerate(knn):
                 predictions[index[spec.name], rows[test[f]]] = pred[i]
 
     by_stats = [s for s in specs if s.uses_stats]
     if by_stats:
-        stats = group_stats(X, y, g, plan.n_groups, K, shift,
-                            gram=any(s.kind == "ridge" for s in by_stats))
-        models = fit_from_stats(stats, plan, by_stats)
-        pred = predict_from_stats(models, X, g, plan, shift)
+        with failing_as(by_stats):
+            stats = group_stats(X, y, g, plan.n_groups, K, shift,
+                                gram=any(s.kind == "ridge" for s in by_stats))
+            models = fit_from_stats(stats, plan, by_stats)
+            pred = predict_from_stats(models, X, g, plan, shift)
         for i, spec in enumerate(by_stats):
             predictions[index[spec.name], rows] = pred[i]
 

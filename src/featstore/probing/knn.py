@@ -76,7 +76,7 @@ class KNNProbe(StandardizedProbe):
         X, y_idx = self._prepare_fit(X, y)
         if not 1 <= self.n_neighbors <= X.shape[0]:
             raise ValueError(f"n_neighbors={self.n_neighbors} must be in [1, {X.shape[0]}]")
-        self._train = (X - self.mean_) / self.scale_
+        self._train = self._standardize(X)
         self._train_y = y_idx
         return self
 

@@ -24,7 +24,7 @@ import numpy as np
 from featstore.config import DEFAULT_MAX_ITER, DEFAULT_TOL
 
 from .lbfgs import lbfgs
-from .standardize import StandardizedProbe, standardization
+from .standardize import StandardizedProbe, fold_standardization
 
 __all__ = ["LogisticProbe", "LinearSVMProbe", "solve_linear", "predict_linear"]
 
@@ -56,12 +56,14 @@ class _Spectrum:
     rest: np.ndarray
 
 
-def _fold_spectra(Xc: np.ndarray, train: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+def _fold_spectra(Xc: np.ndarray, train: np.ndarray, mean: np.ndarray, inv_scale: np.ndarray,
                   rank: int = _PRECOND_RANK) -> _Spectrum:
     """Eigen-structure of every fold's standardized training features (training rows only).
 
-    Rows are grouped by the folds they train (for K folds: by test fold), the Gram matrix of
-    each group is computed once, and fold ``f`` sums the groups it trains on. Small layers get
+    Rows are grouped by the folds they train (for K folds: by test fold); the Gram matrix of
+    each group's rows, centred on that group's mean, is computed once (in float32: it only
+    shapes the preconditioner), and fold ``f`` combines the groups it trains on with the exact
+    between-group term, so no variance is ever a difference of two large sums. Small layers get
     an exact eigendecomposition; larger ones the top ``rank`` pairs by randomized subspace
     iteration (fixed seed, so results are deterministic).
 
@@ -69,19 +71,21 @@ def _fold_spectra(Xc: np.ndarray, train: np.ndarray, mean: np.ndarray, scale: np
     ----------
     Xc : ndarray, shape (n, d)
     train : ndarray of bool, shape (F, n)
-    mean, scale : ndarray, shape (F, d)
-        Training standardization of ``Xc`` per fold.
+    mean, inv_scale : ndarray, shape (F, d)
+        Training standardization of ``Xc`` per fold (``inv_scale`` 0 for constant features).
     rank : int
     """
     F, d = train.shape[0], Xc.shape[1]
     patterns, atom = np.unique(train.T, axis=0, return_inverse=True)
     atom = np.ravel(atom)
-    X32 = Xc.astype(np.float32)
-    grams: dict[int, np.ndarray] = {}
+    grams: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
     for a, pattern in enumerate(patterns):
         if pattern.any():
-            rows = X32[atom == a]
-            grams[a] = (rows.T @ rows).astype(np.float64)
+            rows = Xc[atom == a]
+            centre = rows.mean(axis=0)
+            deviations = (rows - centre).astype(np.float32)
+            grams[a] = (float(rows.shape[0]), centre,
+                        (deviations.T @ deviations).astype(np.float64))
     k = d if d <= 2 * rank else rank
     basis = np.empty((F, d, k))
     values = np.empty((F, k))
@@ -89,8 +93,12 @@ def _fold_spectra(Xc: np.ndarray, train: np.ndarray, mean: np.ndarray, scale: np
     rng = np.random.default_rng(0)
     for f in range(F):
         n_f = float(train[f].sum())
-        G = sum(grams[a] for a in grams if patterns[a, f])
-        G = (G / n_f - np.outer(mean[f], mean[f])) / np.outer(scale[f], scale[f])
+        G = np.zeros((d, d))
+        for a, (n_a, centre, gram) in grams.items():
+            if patterns[a, f]:
+                offset = centre - mean[f]
+                G += gram + n_a * np.outer(offset, offset)
+        G = G / n_f * np.outer(inv_scale[f], inv_scale[f])
         if k == d:
             vals, vecs = np.linalg.eigh(G)
         else:
@@ -251,8 +259,10 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
         Training rows of each fold.
     Cs : sequence of float
         Inverse regularization strengths (scikit-learn's ``C``).
-    fold_stats : (mean, scale), each of shape (F, d), optional
-        Training standardization per fold; computed from ``train`` when omitted.
+    fold_stats : (mean, inv_scale), each of shape (F, d), optional
+        Training standardization per fold (see
+        :func:`~featstore.probing.standardize.fold_standardization`); computed from ``train``
+        when omitted.
     precondition : bool
         Precondition L-BFGS with each fold's training feature covariance
         (:meth:`_LinearProblems.precondition`): same optimum, far fewer iterations on
@@ -269,11 +279,11 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     F = train.shape[0]
     n_train = train.sum(axis=1).astype(np.float64)
     if fold_stats is None:
-        stats = [standardization(Xc[train[f]]) for f in range(F)]
-        mean = np.stack([m for m, _ in stats])
-        scale = np.stack([s for _, s in stats])
+        stats = [fold_standardization(Xc[train[f]]) for f in range(F)]
+        mean = np.stack([m for m, _, _ in stats])
+        inv_scale = np.stack([inv for _, _, inv in stats])
     else:
-        mean, scale = fold_stats
+        mean, inv_scale = fold_stats
     targets = _linear_targets(y, n_classes, loss)
     T = targets.shape[0]
     Cs_arr = np.asarray(Cs, dtype=np.float64)
@@ -285,8 +295,8 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     lam = factor / (C * n_train[fold])
     problems = _LinearProblems(
         Xc=Xc, targets=targets, weights=train / n_train[:, None], mean=mean,
-        inv_scale=1.0 / scale, fold=fold, lam=lam, loss=loss,
-        spectrum=_fold_spectra(Xc, train, mean, scale) if precondition else None,
+        inv_scale=inv_scale, fold=fold, lam=lam, loss=loss,
+        spectrum=_fold_spectra(Xc, train, mean, inv_scale) if precondition else None,
     )
     D = (Xc.shape[1] + 1) * T
     x, n_iter, _ = lbfgs(problems.loss_grad, np.zeros((len(fold), D)), tol, max_iter,
@@ -303,7 +313,7 @@ class _LinearProbe(StandardizedProbe):
         """Fit on training features ``X`` (shape (n_samples, n_features)) and labels ``y``."""
         X, y_idx = self._prepare_fit(X, y)
         train = np.ones((1, X.shape[0]), dtype=bool)
-        stats = (self.mean_[None], self.scale_[None])
+        stats = (self.mean_[None], self._inv_scale[None])
         problems, x, n_iter = solve_linear(X, y_idx, len(self.classes_), self._loss, train,
                                             [self.C], self.tol, self.max_iter, stats)
         W, b = problems.split(x)

@@ -1,8 +1,8 @@
 """Probes fit from sufficient statistics: ridge and nearest centroid.
 
-Sums per group of images (counts, class sums, sums of squares, Gram matrices) are enough to
-fit both, so the sweep can accumulate them chunk by chunk with memory bounded by the chunk,
-not the number of images.
+Moments per group of images (counts, class sums, centred second moments and co-moments) are
+enough to fit both, so the sweep can accumulate them chunk by chunk with memory bounded by the
+chunk, not the number of images.
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ __all__ = ["GroupStats", "group_stats", "merge_stats", "fit_from_stats", "predic
 
 @dataclass
 class GroupStats:
-    """Sums over the images of each group, enough to fit ridge and nearest centroid.
+    """Per-group moments of the images of each group, enough to fit ridge and nearest centroid.
 
-    All sums are of the shifted features ``x - shift`` (a fixed vector, which keeps the
-    subtraction in the variance and Gram matrix accurate).
+    Second moments are kept *centred on each group's own mean* and combined with the exact
+    pairwise update of Chan, Golub & LeVeque (1979), never as raw sums of squares minus a squared
+    mean: that subtraction loses every digit for a unit that is constant within a fold but not
+    across the data (common in pooled ReLU features), and the lost digits became huge
+    standardized values and an indefinite ridge system. Class sums are of the shifted features
+    ``x - shift`` (a fixed vector, e.g. the data mean).
 
     Attributes
     ----------
@@ -37,17 +41,23 @@ class GroupStats:
         Images per group and class.
     sums : ndarray, shape (G, K, d)
         Sum of shifted features per group and class.
-    sumsq : ndarray, shape (G, d)
-        Sum of squared shifted features per group.
-    gram : ndarray, shape (G, d, d), or None
-        Sum of outer products per group (only when a ridge classifier needs it).
+    m2 : ndarray, shape (G, d)
+        Sum of squared deviations from the group's mean, per group.
+    comoment : ndarray, shape (G, d, d), or None
+        Sum of outer products of deviations from the group's mean (only when a ridge classifier
+        needs it).
     """
 
     shift: np.ndarray
     counts: np.ndarray
     sums: np.ndarray
-    sumsq: np.ndarray
-    gram: np.ndarray | None
+    m2: np.ndarray
+    comoment: np.ndarray | None
+
+    def group_means(self) -> np.ndarray:
+        """Mean shifted feature of each group, shape (G, d); 0 for empty groups."""
+        n = self.counts.sum(axis=1).astype(np.float64)
+        return self.sums.sum(axis=1) / np.maximum(n, 1.0)[:, None]
 
 
 def group_stats(X: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
@@ -63,7 +73,7 @@ def group_stats(X: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups:
     n_groups, n_classes : int
     shift : ndarray, shape (d,)
     gram : bool
-        Also accumulate the Gram matrix per group (memory ``G * d * d``).
+        Also accumulate the centred co-moment matrix per group (memory ``G * d * d``).
 
     Returns
     -------
@@ -72,8 +82,8 @@ def group_stats(X: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups:
     d = X.shape[1]
     counts = np.zeros((n_groups, n_classes), dtype=np.int64)
     sums = np.zeros((n_groups, n_classes, d))
-    sumsq = np.zeros((n_groups, d))
-    grams = np.zeros((n_groups, d, d)) if gram else None
+    m2 = np.zeros((n_groups, d))
+    comoment = np.zeros((n_groups, d, d)) if gram else None
     for g in range(n_groups):
         rows = np.flatnonzero(groups == g)
         if rows.size == 0:
@@ -82,38 +92,85 @@ def group_stats(X: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups:
         yg = labels[rows]
         counts[g] = np.bincount(yg, minlength=n_classes)
         sums[g] = np.eye(n_classes)[yg].T @ Xg
-        sumsq[g] = (Xg**2).sum(axis=0)
-        if grams is not None:
-            grams[g] = Xg.T @ Xg
-    return GroupStats(np.asarray(shift, dtype=np.float64), counts, sums, sumsq, grams)
+        deviations = Xg - Xg.mean(axis=0)
+        m2[g] = (deviations**2).sum(axis=0)
+        if comoment is not None:
+            comoment[g] = deviations.T @ deviations
+    return GroupStats(np.asarray(shift, dtype=np.float64), counts, sums, m2, comoment)
+
+
+def _between(n_a: np.ndarray, n_b: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Weight ``n_a n_b / (n_a + n_b)`` of the mean difference in the pairwise update (0 when a
+    side is empty), shape like ``n_a``."""
+    total = n_a + n_b
+    return np.where(total > 0, n_a * n_b / np.maximum(total, 1.0), 0.0)
 
 
 def merge_stats(a: GroupStats, b: GroupStats) -> GroupStats:
-    """Sum of two chunks' statistics (same shift)."""
-    gram = None if a.gram is None or b.gram is None else a.gram + b.gram
-    return GroupStats(a.shift, a.counts + b.counts, a.sums + b.sums, a.sumsq + b.sumsq, gram)
+    """Statistics of the union of two chunks' rows (same shift, same groups).
+
+    Per group: counts and class sums add; centred moments add plus the between-chunk term
+    ``n_a n_b / n (mean_b - mean_a)^2`` (outer product for the co-moment).
+    """
+    n_a = a.counts.sum(axis=1).astype(np.float64)
+    n_b = b.counts.sum(axis=1).astype(np.float64)
+    delta = b.group_means() - a.group_means()  # (G, d)
+    weight = _between(n_a, n_b, delta)  # (G,)
+    m2 = a.m2 + b.m2 + weight[:, None] * delta**2
+    comoment = None
+    if a.comoment is not None and b.comoment is not None:
+        comoment = a.comoment + b.comoment + weight[:, None, None] * (
+            delta[:, :, None] * delta[:, None, :])
+    return GroupStats(a.shift, a.counts + b.counts, a.sums + b.sums, m2, comoment)
 
 
 @dataclass(frozen=True)
 class _StatsModel:
-    """Per fold: standardization and a linear decision ``((x - shift - m) / s) @ coef + b``."""
+    """Per fold: standardization and a linear decision ``((x - shift - m) * inv) @ coef + b``
+    (``inv``: ``1 / scale``, 0 for constant features)."""
 
     mean: np.ndarray  # (F, d) shifted mean
-    scale: np.ndarray  # (F, d)
+    scale: np.ndarray  # (F, d) scikit-learn's scale_
+    inv_scale: np.ndarray  # (F, d)
     coef: np.ndarray  # (F, d, T)
     intercept: np.ndarray  # (F, T)
     kind: str  # "ridge" | "centroid"
 
 
 def _fold_moments(stats: GroupStats, fold_groups: np.ndarray
-                  ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                             np.ndarray, np.ndarray | None]:
+    """Moments of the training rows of one fold: the union of groups ``fold_groups``.
+
+    Returns ``(n, counts (K,), class_sums (K, d), mean (d,), scale (d,), inv_scale (d,),
+    comoment (d, d) or None)``: total = within-group + between-group, exactly.
+    """
     counts = stats.counts[fold_groups].sum(axis=0)  # (K,)
     n = float(counts.sum())
     class_sums = stats.sums[fold_groups].sum(axis=0)  # (K, d)
     mean = class_sums.sum(axis=0) / n
-    var = stats.sumsq[fold_groups].sum(axis=0) / n - mean**2
-    scale = feature_scale(var, mean + stats.shift, int(n))
-    return n, counts, class_sums, mean, scale
+    n_g = stats.counts[fold_groups].sum(axis=1).astype(np.float64)  # (g,)
+    offsets = (stats.group_means()[fold_groups] - mean) * (n_g > 0)[:, None]  # (g, d)
+    m2 = stats.m2[fold_groups].sum(axis=0) + (n_g[:, None] * offsets**2).sum(axis=0)
+    scale, constant = feature_scale(m2 / n, mean + stats.shift, int(n))
+    inv_scale = np.where(constant, 0.0, 1.0 / scale)
+    comoment = None
+    if stats.comoment is not None:
+        comoment = stats.comoment[fold_groups].sum(axis=0) + (offsets.T * n_g) @ offsets
+    return n, counts, class_sums, mean, scale, inv_scale, comoment
+
+
+def _solve_ridge(A: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve the symmetric positive (semi)definite system ``A x = rhs``.
+
+    Cholesky first; a system that is numerically singular (a tiny ``alpha`` on rank-deficient
+    features) gets the minimum-norm least-squares solution, as scikit-learn's ridge does.
+    """
+    try:
+        factor = scipy.linalg.cho_factor(A, check_finite=False)
+        return np.asarray(scipy.linalg.cho_solve(factor, rhs, check_finite=False))
+    except (np.linalg.LinAlgError, ValueError):
+        return np.asarray(scipy.linalg.lstsq(A, rhs, check_finite=False)[0])
 
 
 def fit_from_stats(stats: GroupStats, plan: FoldPlan, specs: Sequence[ClassifierSpec]
@@ -128,7 +185,7 @@ def fit_from_stats(stats: GroupStats, plan: FoldPlan, specs: Sequence[Classifier
     Parameters
     ----------
     stats : GroupStats
-        With ``gram`` when a ridge spec is present.
+        With ``comoment`` when a ridge spec is present.
     plan : FoldPlan
     specs : sequence of ClassifierSpec
         Ridge and nearest-centroid specs only.
@@ -142,17 +199,17 @@ def fit_from_stats(stats: GroupStats, plan: FoldPlan, specs: Sequence[Classifier
     moments = [_fold_moments(stats, plan.train_groups[f]) for f in range(plan.n_folds)]
     means = np.stack([m[3] for m in moments])
     scales = np.stack([m[4] for m in moments])
+    inv_scales = np.stack([m[5] for m in moments])
     models = []
     for spec in specs:
         coefs, intercepts = [], []
-        for f, (n, counts, class_sums, mean, scale) in enumerate(moments):
+        for n, counts, class_sums, mean, _, inv_scale, comoment in moments:
             # sum over class k of the standardized training rows: (S_k - n_k m) / s
-            class_std = (class_sums - counts[:, None] * mean) / scale  # (K, d)
+            class_std = (class_sums - counts[:, None] * mean) * inv_scale  # (K, d)
             if spec.kind == "ridge":
-                if stats.gram is None:
-                    raise ValueError("ridge needs the Gram matrix in the statistics")
-                gram = stats.gram[plan.train_groups[f]].sum(axis=0)
-                A = (gram - n * np.outer(mean, mean)) / np.outer(scale, scale)
+                if comoment is None:
+                    raise ValueError("ridge needs the co-moment matrix in the statistics")
+                A = comoment * np.outer(inv_scale, inv_scale)
                 A.flat[:: A.shape[0] + 1] += float(spec.param("alpha"))
                 if K == 2:
                     rhs = 2.0 * class_std[1:2].T  # (d, 1), +1 for class 1
@@ -160,8 +217,7 @@ def fit_from_stats(stats: GroupStats, plan: FoldPlan, specs: Sequence[Classifier
                 else:
                     rhs = 2.0 * class_std.T  # sum_i xs_i (2 [y_i = k] - 1), xs centred
                     ybar = 2.0 * counts / n - 1.0
-                coef = scipy.linalg.solve(A, rhs, assume_a="pos", overwrite_a=True)
-                coefs.append(coef)
+                coefs.append(_solve_ridge(A, rhs))
                 intercepts.append(ybar)
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -170,7 +226,8 @@ def fit_from_stats(stats: GroupStats, plan: FoldPlan, specs: Sequence[Classifier
                 sq = (centroids**2).sum(axis=1)
                 coefs.append(np.nan_to_num(2.0 * centroids.T, nan=0.0))
                 intercepts.append(np.where(counts > 0, -sq, -np.inf))
-        models.append(_StatsModel(means, scales, np.stack(coefs), np.stack(intercepts),
+        models.append(_StatsModel(means, scales, inv_scales, np.stack(coefs),
+                                  np.stack(intercepts),
                                   "ridge" if spec.kind == "ridge" else "centroid"))
     return models
 
@@ -201,7 +258,7 @@ def predict_from_stats(models: Sequence[_StatsModel], X: np.ndarray, groups: np.
             continue
         Xf = np.asarray(X[rows], dtype=np.float64) - shift
         for i, model in enumerate(models):
-            Xs = (Xf - model.mean[f]) / model.scale[f]
+            Xs = (Xf - model.mean[f]) * model.inv_scale[f]
             Z = Xs @ model.coef[f] + model.intercept[f]
             out[i, rows] = predict_linear(Z)
     return out
@@ -229,6 +286,7 @@ class _StatsProbe(StandardizedProbe):
         model = fit_from_stats(stats, plan, [spec])[0]
         self.mean_ = stats.shift + model.mean[0]
         self.scale_ = model.scale[0]
+        self._inv_scale = model.inv_scale[0]
         self._coef = model.coef[0]
         self._intercept = model.intercept[0]
         return self
@@ -281,6 +339,9 @@ class NearestCentroidProbe(_StatsProbe):
     """Nearest class mean (Euclidean) on training-standardized features.
 
     Equals :class:`sklearn.neighbors.NearestCentroid` with its defaults; fit from class sums.
+    One documented deviation: when every training row is identical (every feature constant),
+    scikit-learn refuses to fit ("All features have zero variance"); here every centroid
+    coincides, every class is tied, and the lowest class index is predicted.
 
     Attributes
     ----------
