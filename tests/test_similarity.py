@@ -12,6 +12,7 @@ import pytest
 from featstore.cli.app import main
 
 import featstore
+import featstore._chunked as chunked
 import featstore.similarity as similarity
 from _probe_data import make_store, stored_features
 from featstore.errors import FeatstoreInputError
@@ -177,8 +178,11 @@ def stored(store: str) -> tuple[dict[tuple[str, str], np.ndarray], np.ndarray]:
 @pytest.mark.parametrize("group_units", [2048, 10])
 def test_store_cka_and_null_equal_naive(store: str, group_units: int,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # group_units 10 splits the variables into several groups: cross-group chains
+    # group_units 10 splits the variables into several groups (cross-group chains) and
+    # TASK_ROWS 8 makes every chunk its own task (sums added to in place along the chains)
     monkeypatch.setattr(similarity, "GROUP_UNITS", group_units)
+    if group_units == 10:
+        monkeypatch.setattr(chunked, "TASK_ROWS", 8)
     perms = 15
     result = featstore.cka(store, permutations=perms, seed=4, debiased=group_units == 10)
     debiased = group_units == 10

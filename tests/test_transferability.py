@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 from sklearn.covariance import LedoitWolf
 
 import featstore
+import featstore._chunked as chunked
 from _probe_data import make_store, stored_features
 from featstore.errors import FeatstoreInputError
 from featstore.transfer import (
@@ -215,7 +216,10 @@ def stored(store: str) -> tuple[dict[tuple[str, str], np.ndarray], np.ndarray, n
     return features, ok, labels
 
 
-def test_store_scores_equal_direct(store: str) -> None:
+@pytest.mark.parametrize("task_rows", [1024, 8])
+def test_store_scores_equal_direct(store: str, task_rows: int,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunked, "TASK_ROWS", task_rows)  # 8: one chunk per task
     scores = featstore.transferability(store)
     features, ok, labels = stored(store)
     info = scores.attrs["featstore_transferability"]

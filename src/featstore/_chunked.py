@@ -1,36 +1,38 @@
 """Shared plumbing of the estimators that read a store chunk by chunk (similarity, transferability).
 
 :func:`select` validates a store and the requested layers and inits without reading features;
-:func:`scan` is the first pass that reads every chunk of every selected variable once and finds
-the images that are valid and finite in all of them (the same images for every estimate) and
-each variable's mean (the shift that keeps sums of squares well conditioned).
+:func:`task_batches` cuts the image chunks into the tasks of a chain; :func:`read_rows` reads a
+task's rows of some variables; :func:`until_finite` makes every estimate use the same images
+(valid, and finite in every selected variable) while reading the features once in the common
+case.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
-import dask
 import numpy as np
 import zarr
 
 from . import schema as S
 from .config import parse_store_url
 from .errors import FeatstoreInputError, StoreIncompleteError, UnknownLayerError
-from .scheduler import Runner
 from .store import FeatureStore
 
 __all__ = [
     "Span",
     "Variable",
     "Selection",
-    "Scan",
     "select",
-    "read_variable",
-    "scan",
+    "read_rows",
+    "image_rows",
+    "until_finite",
+    "TASK_ROWS",
+    "task_batches",
     "noop",
     "blas_limits",
     "task_blas",
@@ -38,8 +40,10 @@ __all__ = [
 
 #: half-open range [start, stop)
 Span = tuple[int, int]
-
-
+T = TypeVar("T")
+#: rows one task of a chain reads (consecutive chunks up to this many rows, at least one chunk):
+#: bigger products per BLAS call and fewer tasks, memory still bounded
+TASK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -128,51 +132,6 @@ def select(store: str | os.PathLike[str], layers: Sequence[str] | str | None,
     return Selection(url, handle, chosen_layers, chosen_inits, variables, pieces)
 
 
-def read_variable(variable: Variable, rows: Span) -> np.ndarray:
-    """Rows ``rows[0]:rows[1]`` of one variable, float64 array of shape (rows, units)."""
-    return np.asarray(variable.source[variable.position, rows[0]:rows[1]], dtype=np.float64)
-
-
-def _scan_chunk(variables: Sequence[Variable], rows: Span,
-                valid: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """Finite mask of one chunk, and per variable the sum and count of its valid finite rows."""
-    finite = valid.copy()
-    sums, counts = [], []
-    for variable in variables:
-        block = read_variable(variable, rows)
-        ok = np.isfinite(block).all(axis=1)
-        finite &= ok
-        use = ok & valid
-        sums.append(block[use].sum(axis=0))
-        counts.append(int(use.sum()))
-    return finite, sums, counts
-
-
-@dataclass(frozen=True)
-class Scan:
-    finite: np.ndarray  # (n_images,) valid and finite in every selected variable
-    valid: np.ndarray  # (n_images,)
-    shifts: list[np.ndarray]  # per variable: the mean of its valid finite rows
-
-
-def scan(selection: Selection, runner: Runner) -> Scan:
-    """First pass: one task per chunk reads every selected variable once."""
-    valid = selection.store.valid_mask()
-    tasks = [dask.delayed(_scan_chunk, pure=True)(selection.variables, (a, b), valid[a:b])
-             for a, b in selection.pieces]
-    parts = runner.compute_all(tasks, noop)
-    finite = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=bool)
-    shifts = []
-    for k, variable in enumerate(selection.variables):
-        total = np.zeros(variable.units)
-        count = 0
-        for part in parts:
-            total = total + part[1][k]
-            count += part[2][k]
-        shifts.append(total / count if count else total)
-    return Scan(finite, valid, shifts)
-
-
 def noop() -> None:
     return None
 
@@ -200,3 +159,93 @@ def task_blas(blas_threads: int | None) -> Iterator[None]:
 
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         yield
+
+
+def read_rows(variables: Sequence[Variable], pieces: Sequence[Span],
+              keeps: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Kept rows of consecutive chunks of variables side by side, and which are finite.
+
+    Parameters
+    ----------
+    variables : sequence of Variable
+    pieces : sequence of (start, stop)
+        Image chunks.
+    keeps : sequence of int arrays
+        Per chunk, the rows to keep (relative to the chunk's start).
+
+    Returns
+    -------
+    rows : ndarray of shape (kept rows, sum of units)
+        float64, C-contiguous; rows in chunk order, columns variable after variable.
+    finite : bool ndarray of shape (kept rows,)
+        The row is finite in every variable.
+    """
+    count = sum(int(k.size) for k in keeps)
+    out = np.empty((count, sum(v.units for v in variables)))
+    col = 0
+    for variable in variables:
+        row = 0
+        for (a, b), keep in zip(pieces, keeps, strict=True):
+            block = np.asarray(variable.source[variable.position, a:b])
+            out[row:row + keep.size, col:col + variable.units] = block[keep]
+            row += int(keep.size)
+        col += variable.units
+    return out, np.asarray(np.isfinite(out).all(axis=1), dtype=bool)
+
+
+def image_rows(pieces: Sequence[Span], keeps: Sequence[np.ndarray]) -> np.ndarray:
+    """Store row numbers of the kept rows of some chunks (int64, in chunk order)."""
+    parts = [a + keep for (a, _), keep in zip(pieces, keeps, strict=True)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def until_finite(mask: np.ndarray,
+                 compute: Callable[[np.ndarray], tuple[T, np.ndarray]]) -> tuple[T, np.ndarray]:
+    """Run ``compute(mask)``; if it reports rows that are not finite, run it again without them.
+
+    ``compute`` returns its result and the store rows among ``mask`` that hold NaN or inf in
+    some variable (every variable reads every row of ``mask``, so one rerun suffices). Rows of
+    invalid images are already out of ``mask``; other non-finite rows are rare, so the common
+    case reads the features once.
+
+    Returns
+    -------
+    (result, used)
+        The result over the rows of ``used`` (``mask`` without the non-finite rows).
+    """
+    result, bad = compute(mask)
+    if bad.size == 0:
+        return result, mask
+    used = mask.copy()
+    used[bad] = False
+    result, _ = compute(used)
+    return result, used
+
+
+def task_batches(pieces: Sequence[Span],
+                 used: np.ndarray) -> list[tuple[list[Span], list[np.ndarray]]]:
+    """Consecutive chunks grouped into tasks of at most :data:`TASK_ROWS` rows (at least one
+    chunk each); chunks without used rows are left out.
+
+    Returns
+    -------
+    list of (pieces, keeps)
+        The chunks of each task and, per chunk, its used rows (relative to its start).
+    """
+    batches: list[tuple[list[Span], list[np.ndarray]]] = []
+    current: list[Span] = []
+    keeps: list[np.ndarray] = []
+    rows = 0
+    for a, b in pieces:
+        keep = np.flatnonzero(used[a:b])
+        if keep.size == 0:
+            continue
+        if current and rows + (b - a) > TASK_ROWS:
+            batches.append((current, keeps))
+            current, keeps, rows = [], [], 0
+        current.append((a, b))
+        keeps.append(keep)
+        rows += b - a
+    if current:
+        batches.append((current, keeps))
+    return batches

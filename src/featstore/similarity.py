@@ -38,12 +38,15 @@ the other side.
 
 Execution (:func:`cka`): the selected variables are packed into groups of at most
 :data:`GROUP_UNITS` units (in the result's variable order); for every pair of groups one dask
-chain adds up the :class:`PairStats` of the two groups chunk by chunk (each task reads its own
-chunk of every variable of both groups from the Zarr arrays, so one read serves every pair of
-variables in the two groups), and its last task reduces the sums to one HSIC value per pair of
-variables. A first pass reads every chunk once to find the rows that are valid and finite in
-every selected variable (the same rows for all pairs) and each variable's mean (the shift that
-keeps the sums well conditioned).
+chain adds up the :class:`PairStats` of the two groups, each task reading its own rows (about
+``TASK_ROWS`` = 1024 images, whole chunks) of every variable of both groups from the Zarr arrays,
+so one read serves every pair of variables in the two groups; BLAS adds each task's cross
+product into the chain's running sum in place (``dgemm``; ``dsyrk`` within a group). The last
+task of a chain reduces the sums to one HSIC value per pair of variables. Memory is a few
+(group x group) float64 matrices, whatever the number of images. Images are used when they are
+valid and finite in every selected variable: the chains record rows that are not finite, and in
+that (rare) case the computation runs once more without them, so every pair uses the same
+images.
 """
 
 from __future__ import annotations
@@ -61,16 +64,18 @@ import numpy as np
 import xarray as xr
 
 from ._chunked import (
-    Scan,
+    TASK_ROWS,
     Selection,
     Span,
     Variable,
     blas_limits,
+    image_rows,
     noop,
-    read_variable,
-    scan,
+    read_rows,
     select,
+    task_batches,
     task_blas,
+    until_finite,
 )
 from .config import parse_positive_int
 from .errors import FeatstoreInputError
@@ -108,7 +113,7 @@ PERMUTATION_COLUMNS: Final = ("p_value", "null_q95")
 #: attribute of the result holding its description
 SIMILARITY_ATTR: Final = "featstore_similarity"
 #: most units in one group of variables: a chain holds one (group x group) float64 cross product
-GROUP_UNITS: Final = 2048
+GROUP_UNITS: Final = 4096
 #: memory for the running sums of one permutation chain (a batch of permutations), bytes
 _PERMUTATION_BYTES: Final = 256 * 2**20
 #: the 95th percentile reported for the permutation null
@@ -363,62 +368,126 @@ def _spans(widths: Sequence[int]) -> list[Span]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _read_group(variables: Sequence[Variable], rows: Span, keep: np.ndarray | None,
-                shift: np.ndarray) -> np.ndarray:
-    """Rows of a group of variables side by side, shifted, float64 (kept rows only)."""
-    parts = []
-    for variable in variables:
-        block = read_variable(variable, rows)
-        parts.append(block if keep is None else block[keep])
-    return np.concatenate(parts, axis=1) - shift
+class _Running:
+    """The :class:`PairStats` of one chain, added to in place.
+
+    The cross product is a Fortran-ordered array that BLAS updates directly (``dgemm`` with
+    ``beta = 1``; ``dsyrk``, upper triangle only, when Y is X), so a task allocates nothing of
+    size units^2. The first rows added fix the shifts (their means) subtracted from every row:
+    the estimators do not depend on them, and near-centred sums stay well conditioned.
+    """
+
+    def __init__(self, spans_x: Sequence[Span], spans_y: Sequence[Span], symmetric: bool) -> None:
+        dx, dy = spans_x[-1][1], spans_y[-1][1]
+        vx, vy = len(spans_x), len(spans_y)
+        self.spans_x, self.spans_y, self.symmetric = list(spans_x), list(spans_y), symmetric
+        self.n = 0
+        self.shift_x: np.ndarray | None = None
+        self.shift_y: np.ndarray | None = None
+        self.bad: list[np.ndarray] = []  # store rows found not finite
+        self.cross = np.zeros((dx, dy), order="F")
+        self.sum_x, self.sum_y = np.zeros(dx), np.zeros(dy)
+        self.norm_x, self.norm_y = np.zeros(vx), np.zeros(vy)
+        self.x_norm_y, self.norm_x_y = np.zeros((dx, vy)), np.zeros((vx, dy))
+        self.norm_norm = np.zeros((vx, vy))
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Add aligned rows ``x`` (rows, dx) and ``y`` (rows, dy), C-contiguous float64 arrays
+        this object may modify (``y is x`` for a symmetric chain)."""
+        from scipy.linalg.blas import dgemm, dsyrk
+
+        if x.shape[0] == 0:
+            return
+        if self.shift_x is None or self.shift_y is None:
+            self.shift_x = x.mean(axis=0)
+            self.shift_y = self.shift_x if self.symmetric else y.mean(axis=0)
+        x -= self.shift_x
+        if self.symmetric:
+            self.cross = dsyrk(1.0, x.T, beta=1.0, c=self.cross, trans=0, lower=0,
+                               overwrite_c=1)
+        else:
+            y -= self.shift_y
+            self.cross = dgemm(1.0, x.T, y.T, beta=1.0, c=self.cross, trans_b=1, overwrite_c=1)
+        rx = _row_norms(x, self.spans_x)
+        ry = rx if self.symmetric else _row_norms(y, self.spans_y)
+        self.n += int(x.shape[0])
+        self.sum_x += x.sum(axis=0)
+        self.sum_y += y.sum(axis=0)
+        self.norm_x += rx.sum(axis=0)
+        self.norm_y += ry.sum(axis=0)
+        self.x_norm_y += x.T @ ry
+        self.norm_x_y += rx.T @ y
+        self.norm_norm += rx.T @ ry
+
+    def stats(self) -> PairStats:
+        cross = self.cross
+        if self.symmetric:  # dsyrk filled the upper triangle; the lower one is still zero
+            diagonal = np.diag(cross).copy()
+            cross = cross + cross.T
+            np.fill_diagonal(cross, diagonal)
+        return PairStats(self.n, cross, self.sum_x, self.sum_y,
+                         self.norm_x, self.norm_y, self.x_norm_y, self.norm_x_y, self.norm_norm)
 
 
-def _pair_chunk(total: PairStats | None, xs: Sequence[Variable], ys: Sequence[Variable] | None,
-                rows: Span, keep: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray,
-                spans_x: Sequence[Span], spans_y: Sequence[Span],
-                blas_threads: int | None) -> PairStats:
-    """``total`` plus the statistics of the kept rows of one chunk (``ys`` None: Y is X)."""
+def _pair_task(total: _Running | None, xs: Sequence[Variable], ys: Sequence[Variable] | None,
+               pieces: Sequence[Span], keeps: Sequence[np.ndarray], spans_x: Sequence[Span],
+               spans_y: Sequence[Span], blas_threads: int | None) -> _Running:
+    """``total`` plus the kept rows of some consecutive chunks (``ys`` None: Y is X); rows that
+    are not finite are recorded, not added."""
     with task_blas(blas_threads):
-        x = _read_group(xs, rows, keep, shift_x)
-        y = x if ys is None else _read_group(ys, rows, keep, shift_y)
-        stats = pair_stats(x, y, spans_x, spans_y)
-    return stats if total is None else merge_pair_stats(total, stats)
+        x, ok = read_rows(xs, pieces, keeps)
+        y = x
+        if ys is not None:
+            y, finite_y = read_rows(ys, pieces, keeps)
+            ok &= finite_y
+        running = _Running(spans_x, spans_y, ys is None) if total is None else total
+        if not ok.all():
+            running.bad.append(image_rows(pieces, keeps)[~ok])
+            x = x[ok]
+            y = x if ys is None else y[ok]
+        running.add(x, y)
+    return running
 
 
-def _finish_pair(total: PairStats, spans_x: Sequence[Span], spans_y: Sequence[Span],
-                 debiased: bool) -> np.ndarray:
-    return hsic_from_stats(total, spans_x, spans_y, debiased=debiased)
+def _finish_pair(total: _Running, spans_x: Sequence[Span], spans_y: Sequence[Span],
+                 debiased: bool) -> tuple[np.ndarray, np.ndarray]:
+    """HSIC of every pair of the chain's variables, and the store rows found not finite."""
+    bad = np.concatenate(total.bad) if total.bad else np.zeros(0, dtype=np.int64)
+    if total.n < 2 or (debiased and total.n < 4):
+        return np.full((len(spans_x), len(spans_y)), np.nan), bad
+    return hsic_from_stats(total.stats(), spans_x, spans_y, debiased=debiased), bad
 
 
-def _perm_chunk(totals: list[PairStats] | None, xs: Sequence[Variable],
-                ys: Sequence[Variable], rows: Span, keep: np.ndarray, targets: np.ndarray,
-                pieces: Sequence[Span], chunk_images: int, shift_x: np.ndarray,
-                shift_y: np.ndarray, spans_x: Sequence[Span], spans_y: Sequence[Span],
-                blas_threads: int | None) -> list[PairStats]:
-    """Add one chunk of X, paired with permuted rows of Y, for a batch of permutations.
+def _perm_task(totals: list[_Running] | None, xs: Sequence[Variable], ys: Sequence[Variable],
+               pieces: Sequence[Span], keeps: Sequence[np.ndarray], targets: np.ndarray,
+               all_pieces: Sequence[Span], chunk_images: int, spans_x: Sequence[Span],
+               spans_y: Sequence[Span], blas_threads: int | None) -> list[_Running]:
+    """Add some chunks of X, paired with permuted rows of Y, for a batch of permutations.
 
     ``targets`` (batch, kept rows) holds, per permutation, the store row of Y paired with each
-    kept row of this chunk; every chunk of Y holding such a row is read once.
+    kept row of these chunks; every chunk of Y holding such a row is read once.
     """
     with task_blas(blas_threads):
-        x = _read_group(xs, rows, keep, shift_x)
+        x, _ = read_rows(xs, pieces, keeps)
         width = sum(v.units for v in ys)
         gathered = np.empty((targets.shape[0], targets.shape[1], width))
         owner = targets // chunk_images
         for chunk in np.unique(owner):
-            start, stop = pieces[int(chunk)]
-            block = _read_group(ys, (start, stop), None, shift_y)
+            start, stop = all_pieces[int(chunk)]
+            block, _ = read_rows(ys, [(start, stop)], [np.arange(stop - start)])
             here = owner == chunk
             gathered[here] = block[targets[here] - start]
-        parts = [pair_stats(x, gathered[p], spans_x, spans_y) for p in range(targets.shape[0])]
-    if totals is None:
-        return parts
-    return [merge_pair_stats(t, s) for t, s in zip(totals, parts, strict=True)]
+        running = ([_Running(spans_x, spans_y, False) for _ in range(targets.shape[0])]
+                   if totals is None else totals)
+        for p, total in enumerate(running):
+            total.add(x.copy(), gathered[p])
+    return running
 
 
-def _finish_perm(totals: list[PairStats], spans_x: Sequence[Span], spans_y: Sequence[Span],
+def _finish_perm(totals: list[_Running], spans_x: Sequence[Span], spans_y: Sequence[Span],
                  debiased: bool) -> np.ndarray:
-    return np.stack([hsic_from_stats(t, spans_x, spans_y, debiased=debiased) for t in totals])
+    return np.stack([hsic_from_stats(t.stats(), spans_x, spans_y, debiased=debiased)
+                     for t in totals])
 
 
 def _parse_permutations(permutations: int) -> int:
@@ -489,12 +558,16 @@ def cka(
     seed = _parse_seed(seed)
     kind, argument = parse_scheduler(scheduler)
     variables = selection.variables
+    valid = selection.store.valid_mask()
+    _check_rows(int(valid.sum()), debiased)
+    null = None
     with Runner(kind, argument) as runner, blas_limits(kind, argument):
-        scanned = scan(selection, runner)
-        used = scanned.finite
+        hsic, used = until_finite(
+            valid, lambda mask: _observed_hsic(selection, runner, debiased, mask))
         n = int(used.sum())
         _check_rows(n, debiased)
-        hsic, null = _compute_hsic(selection, scanned, runner, debiased, permutations, seed)
+        if permutations:
+            null = _null_hsic(selection, runner, debiased, used, permutations, seed)
     self_hsic = np.diag(hsic).copy()
     observed = cka_from_hsic(hsic, self_hsic, self_hsic)
     notes = _degenerate_notes(variables, self_hsic, n, debiased)
@@ -516,8 +589,8 @@ def cka(
         "permutations": permutations,
         "seed": seed,
         "n_images_used": n,
-        "excluded": {"invalid": int((~scanned.valid).sum()),
-                     "non_finite": int((scanned.valid & ~used).sum())},
+        "excluded": {"invalid": int((~valid).sum()),
+                     "non_finite": int((valid & ~used).sum())},
         "notes": notes,
     }
     for note in notes:
@@ -536,72 +609,84 @@ def cka(
     )
 
 
-def _compute_hsic(selection: Selection, scanned: Scan, runner: Runner, debiased: bool,
-                  permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """HSIC of every pair of variables (V, V) and, with permutations, the null (N, V, V)."""
+def _plan(selection: Selection) -> tuple[list[list[int]], list[list[Span]], list[Any]]:
+    """Groups of variables, their column spans and one graph node per group's variables."""
     variables = selection.variables
-    pieces = selection.pieces
-    used = scanned.finite
     groups = _groups(variables, GROUP_UNITS)
-    members = [[variables[k] for k in g] for g in groups]
-    spans = [_spans([v.units for v in m]) for m in members]
-    shifts = [np.concatenate([scanned.shifts[k] for k in g]) for g in groups]
-    keeps = [np.flatnonzero(used[a:b]) for a, b in pieces]
+    spans = [_spans([variables[k].units for k in g]) for g in groups]
+    # one graph node per group, shared by every task that reads it (tokenized once)
+    members = [dask.delayed([variables[k] for k in g], pure=True) for g in groups]
+    return groups, spans, members
+
+
+def _observed_hsic(selection: Selection, runner: Runner, debiased: bool,
+                   mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSIC of every pair of variables (V, V) over the rows of ``mask``, and the rows of
+    ``mask`` that are not finite in some variable (their rows are left out of every sum)."""
+    groups, spans, members = _plan(selection)
+    batches = task_batches(selection.pieces, mask)
     blas = runner.blas_threads
     delayed = dask.delayed
     pairs = [(g, h) for g in range(len(groups)) for h in range(g, len(groups))]
     tasks = []
     for g, h in pairs:
         total = None
-        for rows, keep in zip(pieces, keeps, strict=True):
-            if keep.size == 0:
-                continue
-            total = delayed(_pair_chunk, pure=True)(
-                total, members[g], None if g == h else members[h], rows, keep, shifts[g],
-                shifts[h], spans[g], spans[h], blas)
+        for chunks, keeps in batches:
+            total = delayed(_pair_task, pure=True)(
+                total, members[g], None if g == h else members[h], chunks, keeps, spans[g],
+                spans[h], blas)
         tasks.append(delayed(_finish_pair, pure=True)(total, spans[g], spans[h], debiased))
-    perm_keys: list[tuple[int, int, int]] = []
-    if permutations:
-        rows_used = np.flatnonzero(used)
-        rng = np.random.default_rng(seed)
-        order = np.stack([rows_used[rng.permutation(rows_used.size)]
-                          for _ in range(permutations)])  # (N, n): Y row paired with used row k
-        starts = np.cumsum([0, *(k.size for k in keeps)])
-        for g, h in pairs:
-            dx, dy = spans[g][-1][1], spans[h][-1][1]
-            per = 8 * (dx * dy + selection.store.chunk_images * dy + dx + dy)
-            batch = max(1, min(permutations, _PERMUTATION_BYTES // per))
-            for first in range(0, permutations, batch):
-                total = None
-                for c, (rows, keep) in enumerate(zip(pieces, keeps, strict=True)):
-                    if keep.size == 0:
-                        continue
-                    targets = order[first:first + batch, starts[c]:starts[c + 1]]
-                    total = delayed(_perm_chunk, pure=True)(
-                        total, members[g], members[h], rows, keep, targets, pieces,
-                        selection.store.chunk_images, shifts[g], shifts[h], spans[g], spans[h],
-                        blas)
-                tasks.append(delayed(_finish_perm, pure=True)(total, spans[g], spans[h],
-                                                              debiased))
-                perm_keys.append((g, h, first))
     outputs = runner.compute_all(tasks, noop)
-    size = len(variables)
+    size = len(selection.variables)
     hsic = np.full((size, size), np.nan)
-    for (g, h), block in zip(pairs, outputs[:len(pairs)], strict=True):
-        ix = np.ix_(groups[g], groups[h])
-        hsic[ix] = block
+    bad = [np.zeros(0, dtype=np.int64)]
+    for (g, h), (block, rows) in zip(pairs, outputs, strict=True):
+        hsic[np.ix_(groups[g], groups[h])] = block
         hsic[np.ix_(groups[h], groups[g])] = block.T
-    if not permutations:
-        return hsic, None
+        bad.append(rows)
+    return hsic, np.unique(np.concatenate(bad))
+
+
+def _null_hsic(selection: Selection, runner: Runner, debiased: bool, used: np.ndarray,
+               permutations: int, seed: int) -> np.ndarray:
+    """HSIC of every pair under ``permutations`` shufflings of the second variable's images,
+    array of shape (N, V, V)."""
+    groups, spans, members = _plan(selection)
+    batches = task_batches(selection.pieces, used)
+    blas = runner.blas_threads
+    delayed = dask.delayed
+    pairs = [(g, h) for g in range(len(groups)) for h in range(g, len(groups))]
+    rows_used = np.flatnonzero(used)
+    rng = np.random.default_rng(seed)
+    order = np.stack([rows_used[rng.permutation(rows_used.size)]
+                      for _ in range(permutations)])  # (N, n): the Y row paired with used row k
+    starts = np.cumsum([0, *(sum(int(k.size) for k in keeps) for _, keeps in batches)])
+    all_pieces = delayed(list(selection.pieces), pure=True)
+    tasks, keys = [], []
+    for g, h in pairs:
+        dx, dy = spans[g][-1][1], spans[h][-1][1]
+        per = 8 * (dx * dy + TASK_ROWS * dy + 2 * (dx + dy))
+        batch = max(1, min(permutations, _PERMUTATION_BYTES // per))
+        for first in range(0, permutations, batch):
+            total = None
+            for b, (chunks, keeps) in enumerate(batches):
+                targets = order[first:first + batch, starts[b]:starts[b + 1]]
+                total = delayed(_perm_task, pure=True)(
+                    total, members[g], members[h], chunks, keeps, targets, all_pieces,
+                    selection.store.chunk_images, spans[g], spans[h], blas)
+            tasks.append(delayed(_finish_perm, pure=True)(total, spans[g], spans[h], debiased))
+            keys.append((g, h, first))
+    outputs = runner.compute_all(tasks, noop)
+    size = len(selection.variables)
     null = np.full((permutations, size, size), np.nan)
-    for (g, h, first), block in zip(perm_keys, outputs[len(pairs):], strict=True):
+    for (g, h, first), block in zip(keys, outputs, strict=True):
         stop = first + block.shape[0]
         for i, a in enumerate(groups[g]):
             for j, b in enumerate(groups[h]):
                 if a <= b:  # the second variable of a pair is the shuffled one
                     null[first:stop, a, b] = block[:, i, j]
                     null[first:stop, b, a] = block[:, i, j]
-    return hsic, null
+    return null
 
 
 def _degenerate_notes(variables: Sequence[Variable], self_hsic: np.ndarray, n: int,

@@ -56,13 +56,16 @@ import xarray as xr
 from . import schema as S
 from ._chunked import (
     Selection,
+    Span,
     Variable,
     blas_limits,
+    image_rows,
     noop,
-    read_variable,
-    scan,
+    read_rows,
     select,
+    task_batches,
     task_blas,
+    until_finite,
 )
 from .errors import FeatstoreInputError
 from .scheduler import Runner, parse_scheduler
@@ -177,14 +180,63 @@ def class_stats(features: np.ndarray, labels: np.ndarray, n_classes: int,
     shift = np.zeros(f.shape[1]) if shift is None else np.asarray(shift, dtype=np.float64)
     x = f - shift
     labels = np.asarray(labels, dtype=np.int64)
-    class_sum = np.zeros((n_classes, x.shape[1]))
-    np.add.at(class_sum, labels, x)
+    class_sum = _one_hot(labels, n_classes).T @ x
     r = np.einsum("ij,ij->i", x, x)
     return ClassStats(
         n=int(x.shape[0]), shift=shift, total=x.sum(axis=0), gram=x.T @ x, class_sum=class_sum,
         class_count=np.bincount(labels, minlength=n_classes).astype(np.int64),
         norm=float(r.sum()), norm_sq=float(r @ r), norm_x=r @ x,
     )
+
+
+def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Array of shape (n_images, n_classes): 1 in each image's class."""
+    return (labels[:, None] == np.arange(n_classes)[None, :]).astype(np.float64)
+
+
+class _RunningClass:
+    """:class:`ClassStats` of one chain, added to in place (``dsyrk`` into the upper triangle
+    of a Fortran-ordered Gram matrix: a task allocates nothing of size units^2). The first rows
+    added fix the shift (their mean)."""
+
+    def __init__(self, units: int, n_classes: int) -> None:
+        self.shift: np.ndarray | None = None
+        self.bad: list[np.ndarray] = []  # store rows found not finite
+        self.n = 0
+        self.total = np.zeros(units)
+        self.gram = np.zeros((units, units), order="F")
+        self.class_sum = np.zeros((n_classes, units))
+        self.class_count = np.zeros(n_classes, dtype=np.int64)
+        self.norm = self.norm_sq = 0.0
+        self.norm_x = np.zeros(units)
+
+    def add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        """Add rows ``x`` (rows, D), a C-contiguous float64 array this object may modify, of
+        classes ``labels``."""
+        from scipy.linalg.blas import dsyrk
+
+        if x.shape[0] == 0:
+            return
+        if self.shift is None:
+            self.shift = x.mean(axis=0)
+        x -= self.shift
+        self.gram = dsyrk(1.0, x.T, beta=1.0, c=self.gram, trans=0, lower=0, overwrite_c=1)
+        r = np.einsum("ij,ij->i", x, x)
+        self.n += int(x.shape[0])
+        self.total += x.sum(axis=0)
+        self.class_sum += _one_hot(labels, self.class_count.size).T @ x
+        self.class_count += np.bincount(labels, minlength=self.class_count.size)
+        self.norm += float(r.sum())
+        self.norm_sq += float(r @ r)
+        self.norm_x += r @ x
+
+    def stats(self) -> ClassStats:
+        diagonal = np.diag(self.gram).copy()
+        gram = self.gram + self.gram.T  # the lower triangle is still zero
+        np.fill_diagonal(gram, diagonal)
+        shift = np.zeros(self.total.size) if self.shift is None else self.shift
+        return ClassStats(self.n, shift, self.total, gram, self.class_sum,
+                          self.class_count, self.norm, self.norm_sq, self.norm_x)
 
 
 def merge_class_stats(a: ClassStats, b: ClassStats) -> ClassStats:
@@ -501,19 +553,31 @@ def parse_estimators(values: Sequence[str] | str | None) -> tuple[str, ...]:
     return tuple(e for e in ESTIMATORS if e in names)
 
 
-def _chunk_stats(total: ClassStats | None, variable: Variable, rows: tuple[int, int],
-                 keep: np.ndarray, labels: np.ndarray, n_classes: int, shift: np.ndarray,
-                 blas_threads: int | None) -> ClassStats:
-    """``total`` plus the statistics of the kept rows of one chunk of one variable."""
+def _class_task(total: _RunningClass | None, variable: Variable, pieces: Sequence[Span],
+                keeps: Sequence[np.ndarray], labels: np.ndarray, n_classes: int,
+                blas_threads: int | None) -> _RunningClass:
+    """``total`` plus the kept rows of some consecutive chunks of one variable; rows that are
+    not finite are recorded, not added."""
     with task_blas(blas_threads):
-        block = read_variable(variable, rows)[keep]
-        stats = class_stats(block, labels, n_classes, shift)
-    return stats if total is None else merge_class_stats(total, stats)
+        running = _RunningClass(variable.units, n_classes) if total is None else total
+        x, ok = read_rows([variable], pieces, keeps)
+        if not ok.all():
+            running.bad.append(image_rows(pieces, keeps)[~ok])
+            x, labels = x[ok], labels[ok]
+        running.add(x, labels)
+    return running
 
 
-def _scores(stats: ClassStats, estimators: tuple[str, ...],
-            blas_threads: int | None) -> tuple[list[float], bool]:
-    with task_blas(blas_threads):
+def _scores(total: _RunningClass,
+            estimators: tuple[str, ...]) -> tuple[list[float], bool, np.ndarray]:
+    """The estimators, whether LogME converged, and the store rows found not finite."""
+    bad = np.concatenate(total.bad) if total.bad else np.zeros(0, dtype=np.int64)
+    if bad.size:  # the caller runs again without these rows
+        return [math.nan] * len(estimators), True, bad
+    # one BLAS thread: LAPACK's multithreaded eigensolver can be 10-40x slower on a busy
+    # machine, and the matrices are at most units x units
+    with task_blas(1):
+        stats = total.stats()
         values = []
         converged = True
         for name in estimators:
@@ -523,7 +587,7 @@ def _scores(stats: ClassStats, estimators: tuple[str, ...],
                 converged = result.converged
             else:
                 values.append(hscore_from_stats(stats))
-    return values, converged
+    return values, converged, bad
 
 
 def _labels(selection: Selection) -> tuple[np.ndarray, list[str]]:
@@ -582,32 +646,40 @@ def transferability(
     kind, argument = parse_scheduler(scheduler)
     labels, classes = _labels(selection)
     labelled = (labels >= 0) & (labels < len(classes))
+    valid = selection.store.valid_mask()
     delayed = dask.delayed
-    with Runner(kind, argument) as runner, blas_limits(kind, argument):
-        scanned = scan(selection, runner)
-        used = scanned.finite & labelled
-        present = np.unique(labels[used])
+
+    def classes_present(mask: np.ndarray) -> np.ndarray:
+        present = np.unique(labels[mask])
         if present.size < 2:
             which = ", ".join(classes[k] for k in present) or "none"
             raise FeatstoreInputError(
                 f"store '{selection.url}' has {present.size} class among its usable images "
                 f"({which}); transferability needs at least 2 classes"
             )
+        return present
+
+    def compute(mask: np.ndarray) -> tuple[list[Any], np.ndarray]:
+        present = classes_present(mask)
         index = np.full(len(classes), -1, dtype=np.int64)
         index[present] = np.arange(present.size)
-        blas = runner.blas_threads
+        batches = task_batches(selection.pieces, mask)
         tasks = []
-        for k, variable in enumerate(selection.variables):
+        for variable in selection.variables:
+            ref = delayed(variable, pure=True)  # tokenized once, shared by its chain
             total = None
-            for a, b in selection.pieces:
-                keep = np.flatnonzero(used[a:b])
-                if keep.size == 0:
-                    continue
-                total = delayed(_chunk_stats, pure=True)(
-                    total, variable, (a, b), keep, index[labels[a:b][keep]], present.size,
-                    scanned.shifts[k], blas)
-            tasks.append(delayed(_scores, pure=True)(total, names, blas))
+            for chunks, keeps in batches:
+                rows = image_rows(chunks, keeps)
+                total = delayed(_class_task, pure=True)(
+                    total, ref, chunks, keeps, index[labels[rows]], present.size,
+                    runner.blas_threads)
+            tasks.append(delayed(_scores, pure=True)(total, names))
         outputs = runner.compute_all(tasks, noop)
+        return outputs, np.unique(np.concatenate([o[2] for o in outputs]))
+
+    with Runner(kind, argument) as runner, blas_limits(kind, argument):
+        outputs, used = until_finite(valid & labelled, compute)
+    present = classes_present(used)
     n_layers, n_inits = len(selection.layers), len(selection.inits)
     score = np.array([o[0] for o in outputs], dtype=np.float64).reshape(
         n_inits, n_layers, len(names)).transpose(1, 0, 2)
@@ -624,9 +696,9 @@ def transferability(
         "n_images_used": int(used.sum()),
         "classes": [classes[k] for k in present],
         "excluded": {
-            "invalid": int((~scanned.valid).sum()),
-            "unlabelled": int((scanned.valid & ~labelled).sum()),
-            "non_finite": int((scanned.valid & labelled & ~scanned.finite).sum()),
+            "invalid": int((~valid).sum()),
+            "unlabelled": int((valid & ~labelled).sum()),
+            "non_finite": int((valid & labelled & ~used).sum()),
         },
         "notes": notes,
     }
