@@ -108,21 +108,23 @@ def similarity_command(
         err.print(f"wrote {path}", markup=False)
 
 
-def _scores_table(scores: xr.Dataset) -> Table:
+def _scores_tables(scores: xr.Dataset) -> list[Table]:
+    """One table per estimator: layers down, inits across."""
     info = scores.attrs.get("featstore_transferability", {})
-    table = Table(title=f"transferability ({info.get('n_images_used', '?')} images, "
-                        f"{len(info.get('classes', []))} classes)")
-    table.add_column("layer")
     inits = [str(v) for v in scores["init"].values]
-    names = [str(v) for v in scores["estimator"].values]
-    for name in names:
+    tables = []
+    for name in scores["estimator"].values:
+        table = Table(title=f"{name} ({info.get('n_images_used', '?')} images, "
+                            f"{len(info.get('classes', []))} classes)")
+        table.add_column("layer")
         for init in inits:
-            table.add_column(f"{name} {init}", justify="right")
-    for layer in scores["layer"].values:
-        table.add_row(str(layer), *(
-            _fmt(float(scores["score"].sel(layer=layer, init=init, estimator=name)))
-            for name in names for init in inits))
-    return table
+            table.add_column(init, justify="right")
+        for layer in scores["layer"].values:
+            table.add_row(str(layer), *(
+                _fmt(float(scores["score"].sel(layer=layer, init=init, estimator=name)))
+                for init in inits))
+        tables.append(table)
+    return tables
 
 
 def _correlation_table(correlation: xr.Dataset) -> Table:
@@ -174,7 +176,8 @@ def transferability_command(
     for note in scores.attrs.get("featstore_transferability", {}).get("notes", []):
         err.print(f"warning: {note}", markup=False)
     console = Console()
-    console.print(_scores_table(scores))
+    for table in _scores_tables(scores):
+        console.print(table)
     results = correlation = None
     try:
         results = featstore.open_results(store)

@@ -33,8 +33,8 @@ pair, drawn as ``rng = numpy.random.default_rng(seed)`` and ``rng.permutation(n)
 the ``n`` used images (in store order). The p-value is ``(1 + #{null >= observed}) / (1 + N)``
 and ``null_q95`` the null's 95th percentile (``numpy.quantile``, linear interpolation): CKA of
 unrelated features grows with units / images, so a CKA means little below that line. The null
-costs about N times the CKA itself and reads every chunk of the shuffled side once per chunk of
-the other side.
+costs about N times the CKA itself and reads every chunk of the shuffled side once per task
+(about 1024 images) of the other side and batch of permutations.
 
 Execution (:func:`cka`): the selected variables are packed into groups of at most
 :data:`GROUP_UNITS` units (in the result's variable order); for every pair of groups one dask

@@ -196,7 +196,7 @@ def plot_transferability(scores: xr.Dataset, results: xr.Dataset | None = None,
     inits = [str(v) for v in scores["init"].values]
     names = [str(v) for v in scores["estimator"].values]
     panels = len(names) + (results is not None)
-    fig = _new_figure((4.6 * panels + 0.6, 4.8))
+    fig = _new_figure((5.2 * panels + 0.6, 5.0))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     ref = reference_init(inits)
     order = [ref, *[i for i in inits if i != ref]]
@@ -220,7 +220,7 @@ def plot_transferability(scores: xr.Dataset, results: xr.Dataset | None = None,
                 rho = float(correlation["spearman"].sel(estimator=name, init=init,
                                                         classifier=clf))
                 rhos.append(f"{init} {rho:+.2f}" if np.isfinite(rho) else f"{init} n/a")
-            title += f"\nSpearman vs {clf} {metric}: " + ", ".join(rhos)
+            title += f"\nSpearman rho vs {clf} {metric}:\n" + ", ".join(rhos)
         ax.set_title(title, fontsize=8)
         ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=6)
         ax.grid(True, alpha=0.3)
