@@ -10,12 +10,20 @@ store, with
   images;
 * ``prediction`` (classifier, layer, init, image) int16: the out-of-fold predicted label, ``-1``
   where the image is in no test fold or is not usable;
+* ``chosen_param`` (classifier, layer, init, fold) float64: the regularization value nested
+  cross-validation chose for an ``=auto`` classifier (``logreg:C=auto``, ``linear-svm:C=auto``,
+  ``ridge:alpha=auto``) on that fold's training images; NaN for every other classifier;
+* ``converged`` (classifier, layer, init, fold) bool: whether the fold's final fit converged
+  (logreg, linear-svm: the solver met its tolerance before ``max_iter``; always True for the
+  direct methods), and ``inner_unconverged`` (classifier, layer, init, fold) int: how many of
+  an ``=auto`` classifier's inner-CV fits on that fold did not;
 * coords ``label`` (image) int64, ``test_fold`` (image) int16 (``-1``: none), ``chance``
   (metric) float64, ``init_kind`` (init), ``layer_module`` (layer) str, ``layer_units`` (layer)
   int;
 * ``attrs["featstore_probe"]`` (:data:`RESULTS_ATTR`): ``config``, ``run``, ``created``,
-  ``versions``, ``classes``, ``n_images_used``, ``excluded``, ``unconverged``. It is written
-  last, so a run without it is incomplete and never reused.
+  ``versions``, ``classes``, ``n_images_used``, ``excluded``, ``unconverged`` (classifier ->
+  number of unconverged fits, inner-CV fits included). It is written last, so a run without it
+  is incomplete and never reused.
 
 The sweep (:mod:`featstore.sweep`) writes runs with :func:`write_results`; everything else reads
 them with :func:`open_results`, :func:`list_runs` and :func:`describe_runs`, and exports tidy CSV
@@ -50,6 +58,11 @@ __all__ = [
     "LAYER_MODULE",
     "LAYER_UNITS",
     "TEST_FOLD",
+    "CHOSEN_PARAM",
+    "CONVERGED",
+    "INNER_UNCONVERGED",
+    "BASELINE",
+    "N_SEEDS",
     "RESULTS_COLUMNS",
     "GAIN_COLUMNS",
     "run_path",
@@ -60,6 +73,7 @@ __all__ = [
     "probe_info",
     "init_kinds",
     "layer_labels",
+    "unconverged_fits",
     "results_table",
     "gain_table",
     "write_results_csv",
@@ -79,13 +93,24 @@ INIT_KIND: Final = "init_kind"
 LAYER_MODULE: Final = "layer_module"
 LAYER_UNITS: Final = "layer_units"
 TEST_FOLD: Final = "test_fold"
+#: per-fold variables of the results beside ``score``
+CHOSEN_PARAM: Final = "chosen_param"
+CONVERGED: Final = "converged"
+INNER_UNCONVERGED: Final = "inner_unconverged"
+#: dimension of the knowledge gain: the baseline group it is measured against
+BASELINE: Final = "baseline"
+#: coordinate of the knowledge gain (dim baseline): how many seeds the baseline group has
+N_SEEDS: Final = "n_seeds"
 
 #: columns of the results CSV (one row per layer, init, classifier, metric)
 RESULTS_COLUMNS: Final = ("layer", "init", "classifier", "metric", "mean", "std", "n_folds",
                           "chance")
-#: columns of the gain CSV (one row per layer, classifier, metric)
-GAIN_COLUMNS: Final = ("layer", "classifier", "metric", "gain", "ci_low", "ci_high",
-                       "normalized_gain", "pretrained", "random")
+#: columns of the gain CSV (one row per layer, classifier, metric and baseline); ``random`` is
+#: the baseline group's score, ``best`` / ``sweet_spot`` mark the best layer and the sweet spot
+GAIN_COLUMNS: Final = ("layer", "classifier", "metric", "baseline", "gain", "ci_low", "ci_high",
+                       "seed_sd", "n_seeds", "p_best", "normalized_gain", "normalized_ci_low",
+                       "normalized_ci_high", "diff_best_ci_low", "best", "sweet_spot",
+                       "pretrained", "random")
 
 
 def run_path(run_id: str) -> str:
@@ -243,7 +268,8 @@ def probe_info(results: xr.Dataset) -> dict[str, Any]:
 
 
 def init_kinds(results: xr.Dataset) -> list[str]:
-    """Kind of each init of results or gain (``"pretrained"``, ``"random"``), in order."""
+    """Group of each init of results (``"pretrained"``, ``"random"``, ``"random+bn"``...), in
+    order (:func:`featstore.inits.init_kind`)."""
     if INIT_KIND in results.coords:
         return [str(v) for v in results[INIT_KIND].values]
     return [init_kind(str(v)) for v in results[S.INIT].values]
@@ -278,10 +304,49 @@ def results_table(results: xr.Dataset) -> pd.DataFrame:
 
 def gain_table(gain: xr.Dataset) -> pd.DataFrame:
     """Tidy table of :func:`featstore.knowledge_gain` output: one row per (layer, classifier,
-    metric), columns :data:`GAIN_COLUMNS`."""
-    names = [c for c in GAIN_COLUMNS if c not in (LAYER, CLASSIFIER, METRIC)]
-    frame = gain[names].to_dataframe(dim_order=[LAYER, CLASSIFIER, METRIC]).reset_index()
+    metric, baseline) -- the baselines of one layer side by side, ``random`` first -- columns
+    :data:`GAIN_COLUMNS`."""
+    layers = gain[LAYER]
+    seeds = gain[N_SEEDS].reset_coords(drop=True)
+    table = gain.reset_coords(drop=True).assign({
+        "best": gain["best_layer"] == layers,
+        "sweet_spot": gain["sweet_spot_layer"] == layers,
+        N_SEEDS: seeds,
+    })
+    names = [c for c in GAIN_COLUMNS if c not in (LAYER, CLASSIFIER, METRIC, BASELINE)]
+    frame = table[names].to_dataframe(
+        dim_order=[LAYER, CLASSIFIER, METRIC, BASELINE]).reset_index()
     return frame[list(GAIN_COLUMNS)]
+
+
+def unconverged_fits(results: xr.Dataset) -> list[dict[str, Any]]:
+    """Every fit of a probe run whose iterative solver did not converge.
+
+    Returns
+    -------
+    list of dict
+        ``classifier``, ``layer`` (module path), ``init``, ``fold`` and ``fits``: 1 for the
+        fold's final fit, or the number of inner-CV fits (``stage`` ``"final"`` or
+        ``"inner"``). Empty for runs that record no convergence (older runs).
+    """
+    out: list[dict[str, Any]] = []
+    if CONVERGED not in results:
+        return out
+    modules = layer_labels(results)
+    converged = results[CONVERGED].transpose(CLASSIFIER, LAYER, S.INIT, FOLD).values
+    inner = (results[INNER_UNCONVERGED].transpose(CLASSIFIER, LAYER, S.INIT, FOLD).values
+             if INNER_UNCONVERGED in results else np.zeros(converged.shape, dtype=np.int64))
+    classifiers = [str(v) for v in results[CLASSIFIER].values]
+    inits = [str(v) for v in results[S.INIT].values]
+    folds = [int(v) for v in results[FOLD].values]
+    for c, j, i, f in zip(*np.nonzero(~converged.astype(bool) | (inner > 0)), strict=True):
+        base = {"classifier": classifiers[c], "layer": modules[j], "init": inits[i],
+                "fold": folds[f]}
+        if not converged[c, j, i, f]:
+            out.append({**base, "stage": "final", "fits": 1})
+        if inner[c, j, i, f] > 0:
+            out.append({**base, "stage": "inner", "fits": int(inner[c, j, i, f])})
+    return out
 
 
 def _write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
