@@ -45,7 +45,9 @@ def extract_command(
         help="efficientnet_lite0 or a torchvision model name.")] = "efficientnet_lite0",
     init: Annotated[list[str] | None, typer.Option(
         "--init",
-        help="pretrained, pretrained:WEIGHTS, pretrained:PATH.pth or random:SEED; repeatable.",
+        help="pretrained, pretrained:WEIGHTS, pretrained:PATH.pth, random:SEED, random:0-4 or "
+             "shuffled:SEED, each optionally with +bn (normalization statistics re-estimated on "
+             "the data); repeatable.",
     )] = None,
     layers: Annotated[list[str] | None, typer.Option(
         "--layers",
@@ -64,6 +66,9 @@ def extract_command(
     skip_unreadable: Annotated[bool, typer.Option(
         help="Record unreadable images as invalid instead of stopping.")] = False,
     autocast: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = False,
+    bn_images: Annotated[int, typer.Option(
+        help="Images (a seeded sample; the train split when the data has one) that re-estimate "
+             "the normalization statistics of +bn inits.")] = 1024,
     repair: Annotated[bool, typer.Option(
         help="Recompute exactly the chunks `featstore verify` finds corrupt or missing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -74,17 +79,23 @@ def extract_command(
         layers=_split_layers(layers or []), pool=pool.value, image_size=image_size,
         device=device.value, batch_size=batch_size, workers=workers, dtype=dtype.value,
         chunk_images=chunk_images, overwrite=overwrite, skip_unreadable=skip_unreadable,
-        autocast=autocast,
+        autocast=autocast, bn_images=bn_images,
     )
     from featstore.extraction import run_extract
 
     with RichProgress("images", enabled=not quiet) as progress:
         ds = run_extract(config, progress, repair=repair, on_repair=print_repair)
     meta = ds.attrs["featstore"]
-    Console(stderr=True).print(
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(
         f"stored {len(meta['layers'])} layers x {ds.sizes['init']} inits x "
         f"{ds.sizes['image']} images in {store}"
     )
+    from featstore.health import degenerate, degenerate_warning
+
+    warning = degenerate_warning(degenerate(meta.get("health") or {}))
+    if warning:
+        err.print(f"warning: {warning}", markup=False)
 
 
 def layers_command(

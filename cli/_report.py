@@ -116,6 +116,8 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
                        "x".join(map(str, layer["shape"])) or "?")
     console.print(layers)
 
+    render_health(summary, console)
+
     if not summary["probes"]:
         console.print("probe runs: none (run `featstore probe STORE`)")
         return
@@ -128,6 +130,37 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
                      str(run["created"] or "?")[:19], ", ".join(run["classifiers"] or []) or "?",
                      folds, str(run["seed"]), f"{run['n_layers']} x {run['n_inits']}")
     console.print(runs)
+
+
+def render_health(summary: dict[str, Any], console: Console) -> None:
+    """The activation health table (layers x inits) and the degenerate-features warning."""
+    from featstore.health import degenerate_warning
+
+    health = summary.get("health") or {}
+    if not health:
+        console.print("activation health: not recorded (rerun the same `featstore extract` "
+                      "command to add it)")
+        return
+    inits = list(health)
+    table = Table(title="activation health per init: pooled RMS, constant units, effective "
+                        "dimensions", title_justify="left")
+    table.add_column("layer", no_wrap=True)
+    for init in inits:
+        table.add_column(init, justify="right", no_wrap=True)
+    layers = list(next(iter(health.values())))
+    for layer in layers:
+        cells = []
+        for init in inits:
+            stats = health[init].get(layer, {})
+            cells.append(f"{stats.get('rms', float('nan')):.2g} "
+                         f"{stats.get('constant_fraction', float('nan')):.0%} "
+                         f"{stats.get('participation_ratio', float('nan')):.1f}")
+        table.add_row(layer, *cells)
+    console.print(table)
+    warning = degenerate_warning([tuple(item) for item in summary.get("degenerate") or []])
+    if warning:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"warning: {warning}",
+                                                                    markup=False)
 
 
 def info_command(

@@ -121,6 +121,9 @@ class ExtractConfig:
         Replace a mismatched store; record unreadable images as invalid instead of stopping.
     autocast : bool
         bfloat16 autocast on CUDA.
+    bn_images : int
+        At most this many images (a seeded sample, from the training split when the data has
+        one) re-estimate the normalization statistics of ``+bn`` inits.
     """
 
     data: str
@@ -138,6 +141,7 @@ class ExtractConfig:
     overwrite: bool = False
     skip_unreadable: bool = False
     autocast: bool = False
+    bn_images: int = 1024
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""

@@ -24,6 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import schema as S
 from .activations import POOLS, PooledExtractor
+from .baselines import (
+    DEFAULT_BN_IMAGES,
+    norm_layers,
+    recalibrate_norm_stats,
+    recalibration_sample,
+    sample_digest,
+)
 from .config import (
     DTYPES,
     ExtractConfig,
@@ -40,6 +47,8 @@ from .errors import (
     StoreMismatchError,
     UnreadableImageError,
 )
+from .health import HealthAccumulator
+from .inits import parse_inits
 from .lock import StoreLock, lock_holder, locked_error
 from .models import (
     InitSpec,
@@ -87,13 +96,10 @@ def _parse_config(config: ExtractConfig) -> tuple[list[InitSpec], str]:
     parse_positive_int("--workers", config.workers, minimum=0)
     if config.image_size is not None:
         parse_positive_int("--image-size", config.image_size, minimum=8)
+    parse_positive_int("--bn-images", config.bn_images)
     if not config.inits:
         raise FeatstoreInputError("no --init given; pass e.g. --init pretrained --init random:0")
-    specs: list[InitSpec] = []
-    for text in config.inits:
-        spec = parse_init(text)
-        if spec.name not in {s.name for s in specs}:
-            specs.append(spec)
+    specs = parse_inits(config.inits)
     model_entry(config.model)  # raises UnknownModelError with close matches
     device = parse_device(config.device, torch.cuda.is_available())
     return specs, device
@@ -114,6 +120,12 @@ def plan_layout(config: ExtractConfig) -> _Plan:
     layer_spec: str | Sequence[str] = "auto" if list(config.layers) == ["auto"] else config.layers
     layers = parse_layers(config.model, skeleton, layer_spec)
     infos = describe_layers(config.model, skeleton, layers, transform.size)
+    recalibrated = [spec.name for spec in specs if spec.recalibrate]
+    if recalibrated and not norm_layers(skeleton):
+        raise FeatstoreInputError(
+            f"--init {recalibrated[0]}: {config.model} has no normalization layers with running "
+            "statistics (BatchNorm), so there is nothing for '+bn' to re-estimate; drop '+bn'"
+        )
     del skeleton
     records = source.records
     layout = StoreLayout(
@@ -365,21 +377,187 @@ def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
             if not pending:
                 continue
         model, descriptor = build_model(config.model, spec)
+        norm_state = None
+        if spec.recalibrate:
+            descriptor["recalibration"] = _recalibration_record(plan)
+            if spec.name in store.init_names:
+                norm_state = store.read_norm_state(store.init_names.index(spec.name))
+            if norm_state is None:
+                norm_state = _recalibrate(plan, dataset, model)
+            else:
+                _load_norm_state(model, norm_state)
         if spec.name in store.init_names:
             stored = next(d for d in store.meta["inits"] if d["name"] == spec.name)
-            if stored.get("sha256") != descriptor.get("sha256"):
-                raise StoreMismatchError(
-                    f"init '{spec.name}' in store '{config.store}' was made from weights with "
-                    f"sha256 {stored.get('sha256')}, now {descriptor.get('sha256')}; "
-                    "nothing was changed; use another --store or --overwrite"
-                )
+            _check_same_init(stored, descriptor, config.store)
         else:
+            if config.dtype == "float16":
+                _float16_preflight(plan, dataset, model, spec.name)
             store.add_inits([descriptor])
             init_index = store.init_names.index(spec.name)
             pending = store.pending_chunks(init_index)
+        if norm_state is not None and store.read_norm_state(init_index) is None:
+            store.write_norm_state(init_index, norm_state)
         _extract_init(plan, store, dataset, model, init_index, spec.name, pending, progress)
         del model
+    _record_health(store)
     store.consolidate()
+
+
+def _check_same_init(stored: dict[str, Any], wanted: dict[str, Any], url: str) -> None:
+    """An init resumed or repaired must come from the same weights and recalibration."""
+    if stored.get("sha256") != wanted.get("sha256"):
+        raise StoreMismatchError(
+            f"init '{wanted['name']}' in store '{url}' was made from weights with "
+            f"sha256 {stored.get('sha256')}, now {wanted.get('sha256')}; "
+            "nothing was changed; use another --store or --overwrite"
+        )
+    if stored.get("recalibration") != wanted.get("recalibration"):
+        before = (stored.get("recalibration") or {}).get("max_images")
+        now = (wanted.get("recalibration") or {}).get("max_images")
+        raise StoreMismatchError(
+            f"init '{wanted['name']}' in store '{url}' re-estimated its normalization "
+            f"statistics on another sample (--bn-images {before} then, {now} now); nothing was "
+            f"changed; rerun with --bn-images {before}, or use another --store"
+        )
+
+
+#: images per batch of the normalization pass of +bn inits: fixed, because batch statistics
+#: (and so the re-estimated running statistics) depend on it, and --batch-size may change
+#: between the runs of one store
+RECALIBRATION_BATCH = 32
+#: seed of the recalibration sample
+RECALIBRATION_SEED = 0
+
+
+def _recalibration_sample(plan: _Plan) -> tuple[np.ndarray, str]:
+    train = None
+    source = "all images"
+    if plan.layout.splits is not None:
+        splits = np.asarray(plan.layout.splits, dtype=object)
+        if (splits == "train").any():
+            train, source = splits == "train", "the train split"
+    indices = recalibration_sample(plan.layout.n_images, plan.config.bn_images,
+                                   RECALIBRATION_SEED, train)
+    return indices, source
+
+
+def _recalibration_record(plan: _Plan) -> dict[str, Any]:
+    """What the store records about a +bn init's normalization pass (and compares on resume)."""
+    indices, source = _recalibration_sample(plan)
+    return {
+        "images": int(indices.size),
+        "max_images": int(plan.config.bn_images),
+        "sample": source,
+        "seed": RECALIBRATION_SEED,
+        "sample_sha256": sample_digest(indices),
+        "batch_size": RECALIBRATION_BATCH,
+        "method": "BatchNorm running statistics reset, then a cumulative average over one "
+                  "no-grad pass with only the normalization layers in training mode",
+    }
+
+
+def _recalibrate(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Module
+                 ) -> dict[str, np.ndarray]:
+    """Re-estimate the normalization statistics of ``model`` on the recalibration sample;
+    returns the new buffers (the model keeps them)."""
+    indices, _ = _recalibration_sample(plan)
+    batches = [indices[i:i + RECALIBRATION_BATCH].tolist()
+               for i in range(0, indices.size, RECALIBRATION_BATCH)]
+    loader: DataLoader[Any] = DataLoader(dataset, batch_sampler=batches,
+                                         num_workers=plan.config.workers)
+    model = model.to(plan.device)
+
+    def images() -> Iterator[torch.Tensor]:
+        for batch, rows, errors in loader:
+            keep = [i for i, message in enumerate(errors) if not message]
+            if len(keep) < len(errors) and not plan.config.skip_unreadable:
+                bad = next(i for i, message in enumerate(errors) if message)
+                raise UnreadableImageError(plan.source.records[int(rows[bad])].path, errors[bad])
+            if keep:
+                yield batch[keep].to(plan.device)
+
+    recalibrate_norm_stats(model, images())
+    return {name: buffer.detach().cpu().numpy().copy()
+            for name, buffer in model.named_buffers() if name.endswith(("running_mean",
+                                                                          "running_var"))}
+
+
+def _load_norm_state(model: torch.nn.Module, state: dict[str, np.ndarray]) -> None:
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, values in state.items():
+            buffers[name].copy_(torch.from_numpy(values))
+
+
+#: float16 loses a value to zero or infinity outside this magnitude range (smallest normal,
+#: largest finite); below the smallest normal it keeps fewer than 10 significant bits
+_FLOAT16_RANGE = (float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max))
+#: share of non-zero values allowed below float16's smallest normal number (values near zero
+#: exist in every layer; a layer whose bulk lies there has lost its digits)
+_FLOAT16_SUBNORMAL_SHARE = 0.1
+
+
+def _float16_problem(values: np.ndarray) -> str | None:
+    """Why storing ``values`` as float16 would destroy information, or None."""
+    finite = values[np.isfinite(values)]
+    magnitude = np.abs(finite[finite != 0])
+    if magnitude.size == 0:
+        return None
+    low, high = _FLOAT16_RANGE
+    if magnitude.max() > high:
+        return f"values up to {magnitude.max():.3g} overflow float16 (largest {high:.0f})"
+    tiny = float((magnitude < low).mean())
+    if tiny > _FLOAT16_SUBNORMAL_SHARE:
+        return (f"{tiny:.0%} of its values are below {low:.2g}, where float16 keeps fewer "
+                f"digits or none (pooled RMS {np.sqrt(np.mean(finite**2)):.2g})")
+    return None
+
+
+def _check_float16(features: dict[str, np.ndarray], init_name: str) -> None:
+    for layer, values in features.items():
+        problem = _float16_problem(values)
+        if problem is not None:
+            raise FeatstoreInputError(
+                f"--dtype float16 would destroy init {init_name!r} at layer {layer!r}: "
+                f"{problem}; use --dtype float32 (or a '+bn' baseline, whose activations keep "
+                "a healthy scale)"
+            )
+
+
+def _float16_preflight(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Module,
+                       init_name: str) -> None:
+    """Refuse a float16 init before anything of it is written: one batch, every layer."""
+    first = list(range(min(plan.config.batch_size, len(dataset))))
+    batch = torch.stack([dataset[i][0] for i in first]).to(plan.device)
+    channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
+    extractor = PooledExtractor(model.to(plan.device), plan.layers, plan.config.pool,
+                                channel_axes)
+    _check_float16(extractor(batch), init_name)
+
+
+def _record_health(store: FeatureStore) -> None:
+    """Activation health of every complete init that has none recorded (read from the store)."""
+    meta = store.meta
+    health = dict(meta.get("health") or {})
+    done = store.progress()
+    valid = store.valid_mask()
+    missing = [(i, name) for i, name in enumerate(store.init_names)
+               if name not in health and done.shape[0] > i and bool(done[i].all())]
+    if not missing:
+        return
+    modules: dict[str, str] = meta["layer_modules"]
+    for index, name in missing:
+        per_layer = {}
+        for var in store.layer_vars:
+            accumulator = HealthAccumulator(int(meta["units"][var]))
+            for chunk in range(store.n_chunks):
+                start, stop = S.chunk_bounds(chunk, store.n_images, store.chunk_images)
+                rows = store.read_layer(var, index, slice(start, stop))
+                keep = valid[start:stop] & np.isfinite(rows).all(axis=1)
+                accumulator.add(rows[keep])
+            per_layer[modules.get(var, var)] = accumulator.result()
+        health[name] = per_layer
+    store.update_meta(health=health)
 
 
 def _extract_init(
@@ -424,6 +602,8 @@ def _extract_init(
                     invalid[index - start] = True
                 for name in features:
                     features[name][invalid] = np.nan
+            if config.dtype == "float16":
+                _check_float16(features, init_name)
             writer.submit(init_index, chunk, features, invalid)
             if progress is not None:
                 progress.advance(rows)
@@ -450,6 +630,7 @@ def extract(
     overwrite: bool = False,
     skip_unreadable: bool = False,
     autocast: bool = False,
+    bn_images: int = DEFAULT_BN_IMAGES,
     repair: bool = False,
     progress: Progress | None = None,
 ) -> xr.Dataset:
@@ -467,7 +648,9 @@ def extract(
     model : str
         ``"efficientnet_lite0"`` or any torchvision classification model.
     inits : sequence of str
-        ``"pretrained"``, ``"pretrained:WEIGHTS"``, ``"pretrained:PATH.pth"``, ``"random:SEED"``.
+        ``"pretrained"``, ``"pretrained:WEIGHTS"``, ``"pretrained:PATH.pth"``, ``"random:SEED"``
+        (``"random:0-4"``: seeds 0 to 4), ``"shuffled:SEED"``, each optionally with ``+bn``
+        (:mod:`featstore.inits`).
     layers : "auto" or sequence of str
         Block outputs (``"auto"``) or module paths.
     pool : {"avg", "max"}
@@ -488,6 +671,9 @@ def extract(
         Record unreadable images in the ``valid`` mask (rows NaN) instead of stopping.
     autocast : bool
         bfloat16 autocast on CUDA.
+    bn_images : int
+        At most this many images (a seeded sample, from the train split when the data has one)
+        re-estimate the normalization statistics of ``+bn`` inits.
     repair : bool
         Verify the store first and recompute exactly its corrupt or missing chunks
         (``featstore verify`` lists them).
@@ -518,6 +704,6 @@ def extract(
         data=str(data), store=str(store), model=model, inits=tuple(inits), layers=layer_tuple,
         pool=pool, image_size=image_size, device=device, batch_size=batch_size, workers=workers,
         dtype=dtype, chunk_images=chunk_images, overwrite=overwrite,
-        skip_unreadable=skip_unreadable, autocast=autocast,
+        skip_unreadable=skip_unreadable, autocast=autocast, bn_images=bn_images,
     )
     return run_extract(config, progress, repair=repair)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import schema as S
+from .health import degenerate
 from .location import is_local, local_path, url_to_fs
 from .results import describe_runs
 from .store import FeatureStore
@@ -81,7 +82,10 @@ def summarize_store(url: str | os.PathLike[str]) -> dict[str, Any]:
         ``images`` (``n_images``, ``n_valid``, ``classes`` name -> count, ``splits``
         split -> {class -> count} or None), ``data``, ``size`` (``stored_bytes``,
         ``feature_bytes``, ``raw_feature_bytes``, ``compression_ratio``), ``probes`` (see
-        :func:`featstore.results.describe_runs`) and ``versions``.
+        :func:`featstore.results.describe_runs`), ``versions``, ``health`` (init -> layer ->
+        ``rms``, ``constant_fraction``, ``participation_ratio``; see :mod:`featstore.health`;
+        empty for stores extracted before it was recorded) and ``degenerate`` (``[init, layer,
+        reason]`` for every numerically degenerate pair).
 
     Raises
     ------
@@ -91,6 +95,7 @@ def summarize_store(url: str | os.PathLike[str]) -> dict[str, Any]:
     text = str(url)
     store = FeatureStore.open(text)
     meta = store.meta
+    health = {str(k): v for k, v in _attrs_dict(meta.get("health")).items()}
     n_images = int(meta["n_images"])
     chunk_images = int(meta["chunk_images"])
     done = store.progress()
@@ -177,4 +182,6 @@ def summarize_store(url: str | os.PathLike[str]) -> dict[str, Any]:
         },
         "probes": describe_runs(store),
         "versions": _attrs_dict(meta.get("versions")),
+        "health": health,
+        "degenerate": [list(item) for item in degenerate(health)],
     }

@@ -22,6 +22,7 @@ __all__ = [
     "INTERNAL_GROUP",
     "PROGRESS_ARRAY",
     "PROBES_GROUP",
+    "NORM_STATE_GROUP",
     "DEFAULT_CHUNK_IMAGES",
     "layer_to_var",
     "unit_dim",
@@ -46,6 +47,8 @@ INTERNAL_GROUP: Final = "_featstore"
 PROGRESS_ARRAY: Final = "done"
 #: group holding probe results beside the features
 PROBES_GROUP: Final = "probes"
+#: subgroup of INTERNAL_GROUP: re-estimated normalization statistics of each +bn init
+NORM_STATE_GROUP: Final = "norm_state"
 
 #: images per chunk along the image dimension (a multiple of the batch size is enforced)
 DEFAULT_CHUNK_IMAGES: Final = 256

@@ -647,6 +647,49 @@ class FeatureStore:
                 finally:
                     os.close(fd)
 
+    def write_norm_state(self, init_index: int, state: Mapping[str, np.ndarray]) -> None:
+        """Keep the re-estimated normalization statistics of a ``+bn`` init (one array).
+
+        A resumed or repaired extraction loads them instead of estimating them again, so every
+        chunk of the init sees the same statistics on any device.
+
+        Parameters
+        ----------
+        init_index : int
+            Position along ``init``.
+        state : mapping of str to ndarray
+            Buffer name (``"blocks.0.project.1.running_mean"``...) -> values.
+        """
+        keys = list(state)
+        values = [np.asarray(state[k], dtype=np.float32) for k in keys]
+        flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0, "f4")
+        group = self.group.require_group(f"{S.INTERNAL_GROUP}/{S.NORM_STATE_GROUP}")
+        array = group.create_array(f"init{init_index}", shape=flat.shape,
+                                   chunks=(max(1, flat.size),), dtype="float32",
+                                   compressors=_checked_compressors(), overwrite=True)
+        array[:] = flat
+        array.attrs.update({"keys": keys, "shapes": [list(v.shape) for v in values]})
+        self.consolidate()
+
+    def read_norm_state(self, init_index: int) -> dict[str, np.ndarray] | None:
+        """The statistics :meth:`write_norm_state` kept for an init, or None (not written, or
+        unreadable: then they are estimated again)."""
+        try:
+            array = self.group[f"{S.INTERNAL_GROUP}/{S.NORM_STATE_GROUP}/init{init_index}"]
+            flat = np.asarray(array[:])  # type: ignore[index]
+            attrs: dict[str, Any] = dict(array.attrs)
+            keys = [str(k) for k in attrs["keys"]]
+            shapes = [tuple(int(n) for n in shape) for shape in attrs["shapes"]]
+        except Exception:  # noqa: BLE001 - missing or damaged: estimate again
+            return None
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        for key, shape in zip(keys, shapes, strict=True):
+            size = int(np.prod(shape)) if shape else 1
+            out[key] = flat[start:start + size].reshape(shape)
+            start += size
+        return out if start == flat.size else None
+
     def layer_array(self, var: str) -> zarr.Array:
         """The Zarr array of layer variable ``var``, shape (inits, images, units)."""
         array = self.group[var]
