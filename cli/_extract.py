@@ -66,6 +66,10 @@ def extract_command(
     skip_unreadable: Annotated[bool, typer.Option(
         help="Record unreadable images as invalid instead of stopping.")] = False,
     autocast: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = False,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Run (init, chunk) tasks on dask workers: local:N (N worker processes) or "
+             "tcp://HOST:PORT (a running dask scheduler whose workers reach DATA and the "
+             "store). Default: this process.")] = None,
     bn_images: Annotated[int, typer.Option(
         help="Images (a seeded sample; the train split when the data has one) that re-estimate "
              "the normalization statistics of +bn inits.")] = 1024,
@@ -79,7 +83,7 @@ def extract_command(
         layers=_split_layers(layers or []), pool=pool.value, image_size=image_size,
         device=device.value, batch_size=batch_size, workers=workers, dtype=dtype.value,
         chunk_images=chunk_images, overwrite=overwrite, skip_unreadable=skip_unreadable,
-        autocast=autocast, bn_images=bn_images,
+        autocast=autocast, bn_images=bn_images, scheduler=scheduler,
     )
     from featstore.extraction import run_extract
 

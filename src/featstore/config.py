@@ -124,6 +124,9 @@ class ExtractConfig:
     bn_images : int
         At most this many images (a seeded sample, from the training split when the data has
         one) re-estimate the normalization statistics of ``+bn`` inits.
+    scheduler : str or None
+        None: extract in this process; ``"local:N"`` or ``"tcp://HOST:PORT"``: (init, chunk)
+        tasks on dask workers (a run-time setting: the store is the same).
     """
 
     data: str
@@ -142,6 +145,7 @@ class ExtractConfig:
     skip_unreadable: bool = False
     autocast: bool = False
     bn_images: int = 1024
+    scheduler: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from .errors import (
     FeatstoreInputError,
     FeatstoreRuntimeError,
     NotAStoreError,
+    SchedulerError,
     StoreMismatchError,
     UnreadableImageError,
 )
@@ -61,6 +63,7 @@ from .models import (
     parse_layers,
 )
 from .progress import Progress
+from .scheduler import Runner, parse_scheduler
 from .store import (
     FeatureStore,
     LayerSpec,
@@ -97,6 +100,7 @@ def _parse_config(config: ExtractConfig) -> tuple[list[InitSpec], str]:
     if config.image_size is not None:
         parse_positive_int("--image-size", config.image_size, minimum=8)
     parse_positive_int("--bn-images", config.bn_images)
+    _parse_extract_scheduler(config.scheduler)
     if not config.inits:
         raise FeatstoreInputError("no --init given; pass e.g. --init pretrained --init random:0")
     specs = parse_inits(config.inits)
@@ -370,6 +374,7 @@ def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
             name = store.init_names[index]
             if name not in requested:
                 specs.append(parse_init(name))
+    jobs: list[tuple[int, str, int]] = []  # (init index, init name, chunk) for a scheduler
     for spec in specs:
         if spec.name in store.init_names:
             init_index = store.init_names.index(spec.name)
@@ -397,8 +402,13 @@ def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
             pending = store.pending_chunks(init_index)
         if norm_state is not None and store.read_norm_state(init_index) is None:
             store.write_norm_state(init_index, norm_state)
-        _extract_init(plan, store, dataset, model, init_index, spec.name, pending, progress)
+        if config.scheduler is not None:
+            jobs.extend((init_index, spec.name, chunk) for chunk in pending)
+        else:
+            _extract_init(plan, store, dataset, model, init_index, spec.name, pending, progress)
         del model
+    if jobs:
+        _extract_distributed(plan, store, jobs, progress)
     _record_health(store)
     store.consolidate()
 
@@ -613,6 +623,88 @@ def _extract_init(
         progress.finish(init_name)
 
 
+def _parse_extract_scheduler(value: str | None) -> tuple[str, int | str | None] | None:
+    """``--scheduler`` of an extraction: None (this process), ``local:N`` or a dask address."""
+    if value is None:
+        return None
+    kind, argument = parse_scheduler(value)
+    if kind not in ("local", "distributed"):
+        raise SchedulerError(
+            f"invalid extract --scheduler {value!r}; extraction runs in this process without "
+            "--scheduler, or as dask tasks with local:N (N worker processes) or "
+            "tcp://HOST:PORT (a running dask.distributed scheduler)"
+        )
+    return kind, argument
+
+
+def _extract_distributed(plan: _Plan, store: FeatureStore, jobs: list[tuple[int, str, int]],
+                         progress: Progress | None) -> None:
+    """Run (init, chunk) jobs as dask tasks; each writes its chunk and marker to the store.
+
+    This process keeps the store's lock for the whole job; the workers only write chunks. A
+    task whose worker dies is run again by dask (writing a chunk is idempotent); a chunk
+    whose task never finished stays pending, and the next run computes exactly those.
+    """
+    import dask
+
+    kind, argument = parse_scheduler(plan.config.scheduler)
+    workers = int(argument or 1) if kind == "local" else 1
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    plan_ref = dask.delayed(plan, pure=True)  # shipped to each worker once
+    tasks = [dask.delayed(_extract_chunk_task, pure=False)(plan_ref, name, index, chunk)
+             for index, name, chunk in jobs]
+    bounds = [S.chunk_bounds(chunk, store.n_images, store.chunk_images) for _, _, chunk in jobs]
+    total = sum(stop - start for start, stop in bounds)
+    if progress is not None:
+        progress.start("extract (dask)", total)
+    with Runner(kind, argument, worker_threads=threads) as runner:
+        for _, rows in runner.compute_each(tasks):
+            if progress is not None:
+                progress.advance(int(rows))
+    if progress is not None:
+        progress.finish("extract (dask)")
+
+
+#: models built in a dask worker process, by (store, init): built once per process, reused by
+#: every chunk task of that init
+_WORKER_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def _worker_model(plan: _Plan, init_name: str, init_index: int) -> torch.nn.Module:
+    key = (plan.config.store, init_name)
+    if key not in _WORKER_MODELS:
+        spec = parse_init(init_name)
+        model, _ = build_model(plan.config.model, spec)
+        if spec.recalibrate:
+            state = FeatureStore.open(plan.config.store).read_norm_state(init_index)
+            if state is None:
+                raise FeatstoreRuntimeError(
+                    f"the store '{plan.config.store}' lost the normalization statistics of init "
+                    f"{init_name!r}; rerun the same command to estimate them again"
+                )
+            _load_norm_state(model, state)
+        _WORKER_MODELS[key] = model
+    return _WORKER_MODELS[key]
+
+
+def _extract_chunk_task(plan: _Plan, init_name: str, init_index: int, chunk: int) -> int:
+    """One (init, chunk) job on a dask worker: the worker's own device and cached model, the
+    chunk's images read and pooled, the chunk and its done marker written to the store.
+
+    Returns
+    -------
+    int
+        Images in the chunk.
+    """
+    local = replace(plan, device=parse_device(plan.config.device, torch.cuda.is_available()))
+    store = FeatureStore.open(plan.config.store, mode="r+")
+    dataset = _ImageDataset(local.source, local.transform)
+    model = _worker_model(local, init_name, init_index)
+    _extract_init(local, store, dataset, model, init_index, init_name, [chunk], None)
+    start, stop = S.chunk_bounds(chunk, store.n_images, store.chunk_images)
+    return stop - start
+
+
 def extract(
     data: str,
     store: str,
@@ -631,6 +723,7 @@ def extract(
     skip_unreadable: bool = False,
     autocast: bool = False,
     bn_images: int = DEFAULT_BN_IMAGES,
+    scheduler: str | None = None,
     repair: bool = False,
     progress: Progress | None = None,
 ) -> xr.Dataset:
@@ -674,6 +767,12 @@ def extract(
     bn_images : int
         At most this many images (a seeded sample, from the train split when the data has one)
         re-estimate the normalization statistics of ``+bn`` inits.
+    scheduler : str, optional
+        None runs the network in this process; ``"local:N"`` starts N worker processes and
+        ``"tcp://HOST:PORT"`` uses a running dask.distributed scheduler: every (init, chunk) is
+        a task on a worker (its own device: start one worker per GPU with
+        ``CUDA_VISIBLE_DEVICES``), written straight to the store, which the workers must reach.
+        The result is the same store.
     repair : bool
         Verify the store first and recompute exactly its corrupt or missing chunks
         (``featstore verify`` lists them).
@@ -705,5 +804,6 @@ def extract(
         pool=pool, image_size=image_size, device=device, batch_size=batch_size, workers=workers,
         dtype=dtype, chunk_images=chunk_images, overwrite=overwrite,
         skip_unreadable=skip_unreadable, autocast=autocast, bn_images=bn_images,
+        scheduler=scheduler,
     )
     return run_extract(config, progress, repair=repair)

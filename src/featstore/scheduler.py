@@ -13,8 +13,9 @@ everywhere:
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
@@ -70,6 +71,9 @@ class Runner:
     ----------
     kind, argument
         As returned by :func:`parse_scheduler`.
+    worker_threads : int, optional
+        For ``local:N``: the OpenMP/BLAS threads each worker process may use (its one task's
+        torch and NumPy work); default 1.
 
     Attributes
     ----------
@@ -77,9 +81,11 @@ class Runner:
         The client of a ``local`` or ``distributed`` scheduler while the runner is open.
     """
 
-    def __init__(self, kind: str, argument: int | str | None) -> None:
+    def __init__(self, kind: str, argument: int | str | None,
+                 worker_threads: int | None = None) -> None:
         self.kind = kind
         self.argument = argument
+        self.worker_threads = worker_threads
         self.client: Any = None
         self._cluster: Any = None
 
@@ -88,9 +94,12 @@ class Runner:
             from distributed import Client, LocalCluster
 
             if self.kind == "local":
-                self._cluster = LocalCluster(n_workers=int(self.argument or 1),
-                                             threads_per_worker=1, processes=True,
-                                             dashboard_address=None)
+                threads = str(self.worker_threads or 1)
+                self._cluster = LocalCluster(
+                    n_workers=int(self.argument or 1), threads_per_worker=1, processes=True,
+                    dashboard_address=":0", silence_logs=logging.ERROR,
+                    env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                         "OPENBLAS_NUM_THREADS": threads})
                 self.client = Client(self._cluster, set_as_default=False)
             else:
                 try:
@@ -120,6 +129,22 @@ class Runner:
         if self.kind == "sync":
             return dask.compute(collection, scheduler="sync")[0]
         return dask.compute(collection, scheduler="threads", num_workers=self.argument)[0]
+
+    def compute_each(self, items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """Compute ``items`` (delayed objects); yield ``(position, result)`` as each finishes.
+
+        On a dask.distributed scheduler a task whose worker dies is run again elsewhere (dask
+        retries it up to its ``allowed-failures`` setting), so tasks must be idempotent.
+        """
+        if self.client is not None:
+            from distributed import as_completed
+
+            futures = self.client.compute(list(items))
+            position = {future.key: i for i, future in enumerate(futures)}
+            for future in as_completed(futures, loop=self.client.loop):
+                yield position[future.key], future.result()
+            return
+        yield from enumerate(self.compute_all(items, lambda: None))
 
     def compute_all(self, items: Sequence[Any], done: Callable[[], None]) -> list[Any]:
         """Compute ``items`` (delayed objects), calling ``done()`` as each one finishes."""
