@@ -23,6 +23,8 @@ def make_results(
     seed: int = 0,
 ) -> xr.Dataset:
     """Probe results: pretrained rises with depth, random falls; both above chance."""
+    from featstore.inits import init_kind
+
     rng = np.random.default_rng(seed)
     n_layers = len(layers)
     depth = np.linspace(0.0, 1.0, n_layers)
@@ -50,8 +52,7 @@ def make_results(
             "label": ("image", label),
             "test_fold": ("image", np.arange(n_images) % folds),
             "chance": ("metric", [1.0 / n_classes] * len(METRICS)),
-            "init_kind": ("init", ["pretrained" if i == "pretrained" else "random"
-                                   for i in inits]),
+            "init_kind": ("init", [init_kind(i) for i in inits]),
             "layer_module": ("layer", list(layers)),
             "layer_units": ("layer", [8 * (k + 1) for k in range(n_layers)]),
         },
@@ -65,40 +66,57 @@ def make_results(
 
 
 def make_gain(results: xr.Dataset) -> xr.Dataset:
-    """Knowledge gain of ``results`` in the contract's form (no bootstrap: +-2 s.e. over folds)."""
+    """Knowledge gain of ``results`` in the contract's form, one entry per baseline group
+    present (no bootstrap: +-2 s.e. over folds; ``p_best`` from a normal approximation)."""
+    from featstore.inits import BASELINE_GROUPS, init_kind
+
     score = results["score"]
-    kinds = results["init_kind"].values
+    kinds = np.array([init_kind(str(i)) for i in results["init"].values])
     pre = score.isel(init=np.flatnonzero(kinds == "pretrained")[0])
-    rnd = score.isel(init=np.flatnonzero(kinds == "random")).mean("init")
-    diff = pre - rnd
-    gain = diff.mean("fold")
-    se = diff.std("fold", ddof=1) / np.sqrt(results.sizes["fold"])
-    pretrained = pre.mean("fold")
-    random = rnd.mean("fold")
-    ds = xr.Dataset({
-        "pretrained": pretrained,
-        "random": random,
-        "gain": gain,
-        "ci_low": gain - 2 * se,
-        "ci_high": gain + 2 * se,
-        "normalized_gain": gain / (1.0 - random),
-    }).transpose("classifier", "layer", "metric")
-    # as featstore.knowledge_gain: best = largest gain, sweet spot = shallowest layer whose
-    # ci_high reaches the best gain
+    groups = [g for g in BASELINE_GROUPS if g in kinds]
+    parts = []
+    for group in groups:
+        rnd = score.isel(init=np.flatnonzero(kinds == group)).mean("init")
+        diff = pre - rnd
+        gain = diff.mean("fold")
+        se = diff.std("fold", ddof=1) / np.sqrt(results.sizes["fold"])
+        random = rnd.mean("fold")
+        weight = np.exp(gain / (se + 1e-9))
+        parts.append(xr.Dataset({
+            "random": random,
+            "gain": gain,
+            "ci_low": gain - 2 * se,
+            "ci_high": gain + 2 * se,
+            "seed_sd": diff.mean("fold") * 0 + 0.01,
+            "p_best": weight / weight.sum("layer"),
+            "normalized_gain": gain / (1.0 - random),
+            "normalized_ci_low": (gain - 2 * se) / (1.0 - random),
+            "normalized_ci_high": (gain + 2 * se) / (1.0 - random),
+            "diff_best_ci_low": gain - gain.max("layer") - 2 * se,
+        }))
+    ds = xr.concat(parts, dim="baseline").assign_coords(
+        baseline=groups, n_seeds=("baseline", [int((kinds == g).sum()) for g in groups]))
+    ds["pretrained"] = pre.mean("fold")
+    ds = ds.transpose("baseline", "classifier", "layer", "metric")
+    # best = largest gain; sweet spot = shallowest layer whose difference to the best has its
+    # lower bound above -0.01
     layers = results["layer"].values
     g = ds["gain"].values
-    high = ds["ci_high"].values
-    best = np.empty(g.shape[::2], dtype=object)
-    sweet = np.empty(g.shape[::2], dtype=object)
-    for c in range(g.shape[0]):
-        for m in range(g.shape[2]):
-            b = int(np.argmax(g[c, :, m]))
-            best[c, m] = layers[b]
-            sweet[c, m] = layers[int(np.flatnonzero(high[c, :, m] >= g[c, b, m])[0])]
-    ds["best_layer"] = (("classifier", "metric"), best.astype(str))
-    ds["sweet_spot_layer"] = (("classifier", "metric"), sweet.astype(str))
+    low = ds["diff_best_ci_low"].values
+    best = np.empty((len(groups), g.shape[1], g.shape[3]), dtype=object)
+    sweet = np.empty_like(best)
+    for k in range(len(groups)):
+        for c in range(g.shape[1]):
+            for m in range(g.shape[3]):
+                b = int(np.argmax(g[k, c, :, m]))
+                best[k, c, m] = layers[b]
+                ok = low[k, c, :, m] > -0.01
+                ok[b] = True
+                sweet[k, c, m] = layers[int(np.flatnonzero(ok)[0])]
+    ds["best_layer"] = (("baseline", "classifier", "metric"), best.astype(str))
+    ds["sweet_spot_layer"] = (("baseline", "classifier", "metric"), sweet.astype(str))
     ds = ds.assign_coords(layer_module=results["layer_module"])
-    ds.attrs["confidence"] = 0.95
+    ds.attrs.update({"confidence": 0.95, "margin": 0.01})
     return ds
 
 

@@ -28,6 +28,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_store(tmp_path_factory.mktemp("cli") / "store.zarr", per_class=(20, 20, 20))
 
 
+@pytest.fixture(scope="module")
+def baselines(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_store(tmp_path_factory.mktemp("cli") / "baselines.zarr", per_class=(20, 20, 20),
+                      inits=("pretrained", "random:0", "random:1", "random:2", "random:0+bn",
+                             "shuffled:0", "pretrained+bn"))
+
+
 def test_probe_writes_tables_and_csvs(store: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out_csv, gain_csv = tmp_path / "r.csv", tmp_path / "g.csv"
@@ -46,14 +53,70 @@ def test_probe_writes_tables_and_csvs(store: str, tmp_path: Path,
     assert len(rows) == 3 * 2 * 3 * 3  # layers x inits x classifiers x metrics
     with gain_csv.open() as handle:
         gains = list(csv.DictReader(handle))
-    assert list(gains[0]) == ["layer", "classifier", "metric", "gain", "ci_low", "ci_high",
-                              "normalized_gain", "pretrained", "random"]
+    assert list(gains[0]) == ["layer", "classifier", "metric", "baseline", "gain", "ci_low",
+                              "ci_high", "seed_sd", "n_seeds", "p_best", "normalized_gain",
+                              "normalized_ci_low", "normalized_ci_high", "diff_best_ci_low",
+                              "best", "sweet_spot", "pretrained", "random"]
     assert len(gains) == 3 * 3 * 3
+    assert {row["baseline"] for row in gains} == {"random"}
     for row in gains:
-        assert float(row["ci_low"]) <= float(row["gain"]) <= float(row["ci_high"])
         assert float(row["gain"]) == pytest.approx(float(row["pretrained"]) - float(row["random"]))
+        assert row["seed_sd"] == "nan" and row["n_seeds"] == "1"
     results = open_results(store)
     assert results.attrs["featstore_probe"]["config"]["seed"] == 1
+
+
+def test_every_baseline_side_by_side(baselines: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    gain_csv = tmp_path / "g.csv"
+    code, out, err = run(["probe", baselines, "-c", "ridge:alpha=auto", "-c", "nearest-centroid",
+                          "--folds", "3", "-q", "--n-boot", "60", "--margin", "0.02",
+                          "--auto-grid", "0.1,10,1000", "--gain-out", str(gain_csv)], capsys)
+    assert code == 0, err
+    for text in ("gain vs random [95% CI]", "gain vs random+bn", "gain vs shuffled", "p_best",
+                 "vs random (the architecture's own random initialisation, normalization "
+                 "statistics as initialised; 3 seeds in the CI",
+                 "vs random+bn (the same random weights, normalization statistics re-estimated "
+                 "on these images; 1 seed",
+                 "vs shuffled (the pretrained weights permuted within each tensor",
+                 "within 0.02 of the best at 95%"):
+        assert text in " ".join(out.split()), text
+    assert "best layer " in out and "sweet spot " in out
+    assert out.index("gain vs random ") < out.index("gain vs random+bn") < \
+        out.index("gain vs shuffled")
+    with gain_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["baseline"] for r in rows[:3]] == ["random", "random+bn", "shuffled"]
+    assert len(rows) == 3 * 2 * 3 * 3  # layers x classifiers x metrics x baselines
+    totals: dict[tuple[str, str, str], float] = {}
+    for row in rows:
+        key = (row["classifier"], row["metric"], row["baseline"])
+        totals[key] = totals.get(key, 0.0) + float(row["p_best"])
+        assert row["n_seeds"] == ("3" if row["baseline"] == "random" else "1")
+        assert float(row["normalized_ci_low"]) <= float(row["normalized_gain"]) <= \
+            float(row["normalized_ci_high"])
+    assert all(v == pytest.approx(1.0) for v in totals.values())
+    assert sum(r["sweet_spot"] == "True" for r in rows) == len(totals)
+    results = open_results(baselines)
+    chosen = results["chosen_param"].sel(classifier="ridge:alpha=auto")
+    assert set(np.unique(chosen.values)) <= {0.1, 10.0, 1000.0}
+    assert np.isnan(results["chosen_param"].sel(classifier="nearest-centroid").values).all()
+    assert results.attrs["featstore_probe"]["config"]["auto_grid"] == [0.1, 10.0, 1000.0]
+
+
+def test_unconverged_fits_are_named_one_line_each(store: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["probe", store, "-c", "logreg:C=100", "--folds", "3", "-q", "--n-boot",
+                        "10", "--max-iter", "2", "--layers", "head"], capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("warning:")]
+    expected = {f"warning: logreg:C=100 did not converge on layer head, init {init}, fold {f}; "
+                "raise --max-iter (or --tol)" for init in ("pretrained", "random:0")
+                for f in range(3)}
+    assert set(lines) == expected
+    code, _, err = run(["probe", store, "-c", "logreg", "--folds", "3", "-q", "--n-boot", "10"],
+                       capsys)
+    assert code == 0 and "warning:" not in err
 
 
 def test_rerun_reuses_and_force_recomputes(store: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,6 +172,16 @@ def test_bad_input_exits_2_with_one_line(store: str, tmp_path: Path,
         (["probe", store, "--tol", "0"], "invalid --tol 0.0; must be a finite number > 0"),
         (["probe", store, "--tol", "inf"], "invalid --tol inf; must be a finite number > 0"),
         (["probe", store, "--max-iter", "0"], "--max-iter"),
+        (["probe", store, "--margin", "0"], "invalid --margin 0.0; must be a number in (0, 1)"),
+        (["probe", store, "--auto-grid", "1,x"], "invalid --auto-grid value 'x'"),
+        (["probe", store, "-c", "logreg:C=auto", "--inner-folds", "1"],
+         "invalid --inner-folds 1; must be an integer >= 2"),
+        (["probe", stores["small"], "--folds", "3", "-c", "logreg:C=auto", "--inner-folds",
+          "3"], "--inner-folds 3 (nested CV of logreg:C=auto) is larger than class 'class0' in "
+                "the training images of fold 0 (2 images); use --inner-folds 2 or fewer"),
+        (["probe", stores["small"], "--folds", "2", "-c", "ridge:alpha=auto"],
+         "nested CV of ridge:alpha=auto needs at least 2 training images of every class in "
+         "every fold; class 'class0' has 1 in fold 0: use a fixed value such as ridge:alpha=1"),
     ]
     for argv, message in cases:
         code, out, err = run(argv, capsys)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -32,6 +32,7 @@ from featstore.probing import (
     LinearSVMProbe,
     LogisticProbe,
     NearestCentroidProbe,
+    NestedCVProbe,
     RidgeProbe,
     chance_levels,
     fit_from_stats,
@@ -105,7 +106,8 @@ def test_parse_classifier_defaults_and_canonical_names() -> None:
 
 
 @pytest.mark.parametrize("value, match", [
-    ("svm", r"unknown --classifier 'svm'; allowed: logreg\[:C=V1,V2,...\], linear-svm"),
+    ("svm", r"unknown --classifier 'svm'; allowed: logreg\[:C=V1,V2,...\|auto\], linear-svm"),
+    ("knn:k=auto", r"k must be an integer >= 1"),
     ("logreg:alpha=1", r"unknown parameter 'alpha' in --classifier 'logreg:alpha=1'; "
                        r"parameters of logreg: C"),
     ("nearest-centroid:k=3", r"parameters of nearest-centroid: none"),
@@ -381,3 +383,98 @@ def test_preconditioner_uses_training_rows_only(d: int) -> None:
                                    exact.sum(), rtol=1e-5)
     basis = spectrum.basis[0]
     np.testing.assert_allclose(basis.T @ basis, np.eye(k), atol=1e-8)
+
+
+# --------------------------------------------------------------------------------- =auto, nested CV
+
+
+def test_auto_specs_parse() -> None:
+    specs = parse_classifiers(["logreg:C=auto", "linear-svm:C=AUTO", "ridge:alpha=auto",
+                               "logreg:C=0.1,auto"])
+    assert [s.name for s in specs] == ["logreg:C=auto", "linear-svm:C=auto", "ridge:alpha=auto",
+                                       "logreg:C=0.1"]
+    assert [s.auto for s in specs] == ["C", "C", "alpha", None]
+    assert not specs[2].uses_stats  # the nested CV needs the whole block
+    assert specs[0].with_value(0.5) == parse_classifier("logreg:C=0.5")[0]
+
+
+GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+RIDGE_GRID = (1.0, 10.0, 100.0, 1000.0, 1e4)  # ridge needs larger values to choose per fold
+
+
+def _grid(spec: ClassifierSpec) -> tuple[float, ...]:
+    return RIDGE_GRID if spec.kind == "ridge" else GRID
+
+
+def _grid_search(spec: ClassifierSpec, X: np.ndarray, y: np.ndarray, tr: np.ndarray,
+                 inner: int, seed: int) -> GridSearchCV:
+    """scikit-learn's nested selection on the outer training rows ``tr`` (image order)."""
+    splits = list(StratifiedKFold(inner, shuffle=True, random_state=seed)
+                  .split(np.zeros(len(tr)), y[tr]))
+    param = f"model__{'alpha' if spec.kind == 'ridge' else 'C'}"
+    pipeline = _reference(spec.with_value(1.0), tight=True)
+    if spec.kind == "logreg":  # the same optimum as lbfgs at 1e-10, reached far faster
+        pipeline.set_params(model=LogisticRegression(solver="newton-cholesky", tol=1e-12,
+                                                     max_iter=1000))
+    search = GridSearchCV(pipeline, {param: list(_grid(spec))}, cv=splits, scoring="accuracy",
+                          refit=True)
+    return search.fit(X[tr], y[tr])
+
+
+@pytest.mark.parametrize("spec", parse_classifiers(["logreg:C=auto", "linear-svm:C=auto",
+                                                    "ridge:alpha=auto"]), ids=lambda s: s.name)
+def test_auto_equals_sklearn_grid_search_on_the_same_inner_folds(spec: ClassifierSpec) -> None:
+    X, y = _data(n=160, d=25, seed=21, strength=0.35)
+    used = np.ones(len(y), dtype=bool)
+    used[3] = False
+    plan, splits = _plan_for(y, used, folds=4, seed=2)
+    plan = plan.with_inner(3, seed=5)
+    result = probe_block(X, plan, [spec, parse_classifier("knn:k=3")[0]], tol=TIGHT,
+                         max_iter=20000, grid=_grid(spec))
+    chosen = []
+    for f, (tr, te) in enumerate(splits):
+        search = _grid_search(spec, X, y, tr, 3, 5)
+        value = next(iter(search.best_params_.values()))
+        chosen.append(value)
+        assert result.chosen[0, f] == value, f"fold {f}"
+        np.testing.assert_array_equal(result.predictions[0, te], search.predict(X[te]),
+                                      err_msg=f"fold {f}")
+        # the inner folds are StratifiedKFold over the fold's training images, in image order
+        inner = plan.inner[f]
+        assert set(np.flatnonzero(inner >= 0)) == set(tr)
+    assert len(set(chosen)) > 1, "the case should choose different values per fold"
+    assert np.isnan(result.chosen[1]).all() and result.converged.all()
+    assert (result.inner_unconverged == 0).all()
+
+
+def test_nested_cv_probe_equals_grid_search() -> None:
+    X, y = _data(n=120, d=10, seed=3, strength=0.4)
+    spec = parse_classifier("logreg:C=auto")[0]
+    est = spec.estimator(grid=GRID, inner_folds=3, seed=7)
+    est.estimator.set_params(tol=TIGHT, max_iter=20000)
+    est.fit(X[:90], y[:90])
+    search = _grid_search(spec, X, y, np.arange(90), 3, 7)
+    assert est.chosen_ == search.best_params_["model__C"]
+    np.testing.assert_allclose(est.inner_scores_, np.stack(
+        [search.cv_results_[f"split{q}_test_score"] for q in range(3)]))
+    np.testing.assert_array_equal(est.predict(X[90:]), search.predict(X[90:]))
+    assert isinstance(clone(est), NestedCVProbe)
+
+
+def test_convergence_is_recorded_per_fold() -> None:
+    X, y = _data(n=150, d=40, seed=6)
+    plan, _ = _plan_for(y, np.ones(len(y), dtype=bool), folds=3)
+    specs = parse_classifiers(["logreg:C=10", "linear-svm:C=1", "ridge"])
+    stopped = probe_block(X, plan, specs, max_iter=3)
+    assert not stopped.converged[:2].any()  # three iterations cannot reach 1e-6
+    assert stopped.converged[2].all()  # ridge is direct
+    assert stopped.unconverged.tolist() == [3, 3, 0]
+    done = probe_block(X, plan, specs)
+    assert done.converged.all() and done.unconverged.tolist() == [0, 0, 0]
+    auto = probe_block(X, plan.with_inner(2, 0), parse_classifiers(["logreg:C=auto"]),
+                       max_iter=3, grid=(0.1, 10.0))
+    assert (auto.inner_unconverged == 2 * 2).all()  # 2 inner folds x 2 values per fold
+    assert not auto.converged.any()
+    est = LogisticProbe(max_iter=2).fit(X, y)
+    assert est.converged_ is False and est.n_iter_ == 2
+    assert LogisticProbe().fit(X, y).converged_ is True

@@ -21,10 +21,12 @@ LAYERS = ("stem", "blocks.0", "blocks.1", "head")
 CLF = "logreg:C=1"
 
 
+INITS = ("pretrained", "random:0", "random:1", "shuffled:0", "pretrained+bn")
+
+
 @pytest.fixture(scope="module")
 def results():
-    return make_results(layers=LAYERS, inits=("pretrained", "random:0", "random:1"),
-                        classifiers=(CLF, "knn:k=5"))
+    return make_results(layers=LAYERS, inits=INITS, classifiers=(CLF, "knn:k=5"))
 
 
 @pytest.fixture(scope="module")
@@ -95,53 +97,81 @@ def test_unknown_classifier_or_metric(results, gain, kwargs, match) -> None:
 
 
 # ------------------------------------------------------------------ figures
-def test_plot_scores_has_one_series_and_band_per_init_plus_chance(results) -> None:
+def test_plot_scores_has_one_series_per_init_group_plus_chance(results) -> None:
     fig = R.plot_scores(results, CLF, "balanced_accuracy")
     (ax,) = fig.axes
-    assert len(ax.lines) == 3 + 1
-    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 3
+    # pretrained, pretrained+bn, random (2 seeds averaged), shuffled; plus chance
+    assert len(ax.lines) == 4 + 1
+    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 4
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == list(LAYERS)
     assert ax.get_xticklabels()[0].get_rotation() > 0
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["ImageNet-pretrained", "random weights (seed 0)",
-                      "random weights (seed 1)", "chance (0.50)"]
+    assert legend == ["ImageNet-pretrained", "pretrained, BN re-estimated (AdaBN)",
+                      "random init, BN as initialised (2 seeds)",
+                      "shuffled pretrained weights (seed 0)", "chance (0.50)"]
     assert ax.get_xlabel() and "Balanced accuracy" in ax.get_ylabel()
-    pretrained = ax.lines[0]
-    np.testing.assert_allclose(
-        pretrained.get_ydata(),
-        results["score"].sel(classifier=CLF, metric="balanced_accuracy",
-                             init="pretrained").mean("fold").values)
+    score = results["score"].sel(classifier=CLF, metric="balanced_accuracy")
+    pretrained, _, random, shuffled = ax.lines[:4]
+    np.testing.assert_allclose(pretrained.get_ydata(),
+                               score.sel(init="pretrained").mean("fold").values)
+    np.testing.assert_allclose(random.get_ydata(),
+                               score.sel(init=["random:0", "random:1"]).mean(["init", "fold"])
+                               .transpose("layer").values)
     assert pretrained.get_color() == R.PRETRAINED_COLOR
-    assert ax.lines[1].get_color() == ax.lines[2].get_color() == R.RANDOM_COLOR
-    assert ax.lines[1].get_linestyle() != ax.lines[2].get_linestyle()
+    assert random.get_color() == R.RANDOM_COLOR
+    assert shuffled.get_color() == R.GROUP_COLORS["shuffled"]
+    assert random.get_linestyle() != shuffled.get_linestyle()
 
 
-def test_plot_gain_marks_best_layer_and_sweet_spot(gain) -> None:
+def test_score_series_band_is_the_fold_interval_of_the_seed_average(results) -> None:
+    series = {s.group: s for s in R.score_series(results, CLF, "accuracy", 0.9)}
+    per_fold = results["score"].sel(classifier=CLF, metric="accuracy",
+                                    init=["random:0", "random:1"]).mean("init")
+    for j, layer in enumerate(results["layer"].values):
+        values = per_fold.sel(layer=layer).values
+        half = stats.t.ppf(0.95, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+        assert series["random"].low[j] == pytest.approx(values.mean() - half)
+        assert series["random"].high[j] == pytest.approx(values.mean() + half)
+    assert series["random"].inits == ("random:0", "random:1")
+
+
+def test_plot_gain_shows_each_baseline_side_by_side(gain) -> None:
     fig = R.plot_gain(gain, CLF, "accuracy")
-    (ax,) = fig.axes
-    assert len(ax.lines) == 4  # sweet-spot marker, best marker, gain, zero
-    assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 1
-    sel = gain.sel(classifier=CLF, metric="accuracy")
-    curve = next(line for line in ax.lines if len(line.get_xdata()) == len(LAYERS))
-    np.testing.assert_allclose(curve.get_ydata(), sel["gain"].values)
-    zero = next(line for line in ax.lines if list(line.get_ydata()) == [0, 0])
-    assert zero.get_color() == "black"
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2  # random, shuffled
+    for ax, baseline in zip(axes, ("random", "shuffled"), strict=True):
+        sel = gain.sel(classifier=CLF, metric="accuracy", baseline=baseline)
+        assert len(ax.lines) == 4  # gain, zero, sweet-spot marker, best marker
+        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 1
+        curve = next(line for line in ax.lines if len(line.get_xdata()) == len(LAYERS))
+        np.testing.assert_allclose(curve.get_ydata(), sel["gain"].values)
+        zero = next(line for line in ax.lines if list(line.get_ydata()) == [0, 0])
+        assert zero.get_color() == "black"
+        title = ax.get_title()
+        best = str(sel["best_layer"].values)
+        p_best = float(sel["p_best"].sel(layer=best))
+        assert title.startswith(f"vs {baseline}: ")
+        assert f"best {best.replace('-', '.')} (p_best {p_best:.2f})" in title
+        assert "sweet spot " in title and "(margin 0.01)" in title
+        star = next(line for line in ax.lines if line.get_marker() == "*")
+        assert star.get_xdata()[0] == list(gain["layer"].values).index(best)
+    assert "random init, BN as initialised, 2 seeds" in axes[0].get_title()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    best = str(sel["best_layer"].values).replace("-", ".")
-    assert f"best layer: {best}" in legend
-    assert any(text.startswith("sweet spot: ") for text in legend)
-    star = next(line for line in ax.lines if line.get_marker() == "*")
-    assert star.get_xdata()[0] == list(gain["layer"].values).index(str(sel["best_layer"].values))
+    assert "best layer (largest gain)" in legend
 
 
 def test_plot_gain_vs_parameters(gain) -> None:
     params = {"stem": 1_000, "blocks-0": 2_000, "blocks-1": 10_000, "head": 3_000_000}
     fig = R.plot_gain_vs_parameters(gain, params, CLF)
     (ax,) = fig.axes
-    (container,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
-    data_line = container.lines[0]
-    np.testing.assert_allclose(data_line.get_xdata(), list(params.values()))
+    containers = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(containers) == 2  # one per baseline
+    data_line = containers[0].lines[0]
+    np.testing.assert_allclose(data_line.get_ydata(),
+                               gain.sel(classifier=CLF, metric="accuracy",
+                                        baseline="random")["gain"].values)
+    assert data_line.get_color() == R.GROUP_COLORS["random"]
     assert ax.get_xscale() == "log"
     assert "Parameters" in ax.get_xlabel()
     with pytest.raises(FeatstoreInputError, match="no parameter count for layer 'blocks.0'"):
@@ -160,41 +190,64 @@ def test_gain_rows(results, gain) -> None:
     assert [r["module"] for r in rows] == list(LAYERS)
     assert rows[0]["parameters"] == 10 and rows[1]["parameters"] is None
     assert rows[0]["units"] == 8
-    sel = gain.sel(classifier=CLF, metric="accuracy")
+    sel = gain.sel(classifier=CLF, metric="accuracy", baseline="random")
     np.testing.assert_allclose([r["gain"] for r in rows], sel["gain"].values)
+    np.testing.assert_allclose([r["p_best"] for r in rows], sel["p_best"].values)
     assert sum(r["best"] for r in rows) == 1 and sum(r["sweet_spot"] for r in rows) == 1
     assert all(r["pretrained_low"] <= r["pretrained"] <= r["pretrained_high"] for r in rows)
+    shuffled = R.gain_rows(results, gain, CLF, "accuracy", baseline="shuffled")
+    np.testing.assert_allclose([r["random"] for r in shuffled],
+                               gain.sel(classifier=CLF, metric="accuracy",
+                                        baseline="shuffled")["random"].values)
+    with pytest.raises(FeatstoreInputError, match="invalid --baseline 'random[+]bn'"):
+        R.gain_rows(results, gain, CLF, "accuracy", baseline="random+bn")
 
 
 def _row(layer: str, gain: float, low: float, high: float, **extra) -> dict:
     return {"layer": layer, "module": layer.replace("-", "."), "gain": gain, "ci_low": low,
             "ci_high": high, "pretrained": 0.7 + gain, "random": 0.7, "best": False,
-            "sweet_spot": False, "parameters": None, **extra}
+            "sweet_spot": False, "parameters": None, "p_best": 0.0,
+            "diff_best_ci_low": -0.004, **extra}
 
 
 def test_sweet_spot_text_names_the_layers() -> None:
     rows = [
         _row("stem", -0.05, -0.1, -0.01, parameters=900),
-        _row("blocks-1", 0.15, 0.05, 0.25, sweet_spot=True, parameters=2_000),
-        _row("head", 0.2, 0.1, 0.3, best=True, parameters=3_000_000),
+        _row("blocks-1", 0.15, 0.05, 0.25, sweet_spot=True, parameters=2_000, p_best=0.3),
+        _row("head", 0.2, 0.1, 0.3, best=True, parameters=3_000_000, p_best=0.7,
+             diff_best_ci_low=0.0),
     ]
-    text = R.sweet_spot_text(rows, "accuracy")
-    assert ("largest knowledge gain in accuracy is at **head** (layer 3 of 3): +0.200 "
-            "(95% CI +0.100 to +0.300; pretrained 0.900 vs random 0.700)") in text
-    assert ("sweet spot, the shallowest layer whose gain cannot be told apart from the best at "
-            "this confidence, is **blocks.1** (layer 2, 2k parameters up to it instead of "
-            "3M; gain +0.150, CI up to +0.250)") in text
+    text = R.sweet_spot_text(rows, "accuracy", margin=0.02, n_seeds=5)
+    assert ("Against **random**, the largest knowledge gain in accuracy is at **head** (layer 3 "
+            "of 3): +0.200 (95% CI +0.100 to +0.300; the CI carries 5 seeds; pretrained 0.900 "
+            "vs random 0.700)") in text
+    assert ("**head** has the largest gain in 70% of the bootstrap replicates (p_best): no "
+            "layer is clearly best (none wins in 95% of the replicates); the wins are shared "
+            "by head 70%, blocks.1 30%.") in text
+    assert ("The sweet spot, the shallowest layer shown non-inferior to the best (the 95% CI "
+            "of its gain minus the best layer's stays above \u22120.02), is **blocks.1** (layer "
+            "2, 2k parameters up to it instead of 3M; gain +0.150, difference to the best at "
+            "least -0.004)") in text
     assert "above zero at 2 of 3 layers (blocks.1, head)" in text
-    assert "Random weights do better at 1 layer(s) (stem)" in text
+    assert "The random baseline does better at 1 layer(s) (stem)" in text
+
+
+def test_best_layer_text_when_one_layer_is_clearly_best() -> None:
+    rows = [_row("stem", 0.0, -0.02, 0.02, p_best=0.01),
+            _row("head", 0.3, 0.2, 0.4, best=True, p_best=0.99)]
+    assert R.best_layer_text(rows) == ("**head** has the largest gain in 99% of the bootstrap "
+                                       "replicates (p_best), so it is clearly the best layer "
+                                       "at 95%.")
 
 
 def test_sweet_spot_text_when_nothing_transfers() -> None:
-    rows = [_row("stem", 0.0, -0.02, 0.02, best=True, sweet_spot=True),
-            _row("head", -0.01, -0.03, 0.01)]
-    text = R.sweet_spot_text(rows, "macro_f1", confidence=0.9)
-    assert "in macro-f1 is at **stem**" in text and "90% CI" in text
+    rows = [_row("stem", 0.0, -0.02, 0.02, best=True, sweet_spot=True, p_best=0.6),
+            _row("head", -0.01, -0.03, 0.01, p_best=0.4)]
+    text = R.sweet_spot_text(rows, "macro_f1", confidence=0.9, baseline="shuffled", n_seeds=1)
+    assert "Against **shuffled**, the largest knowledge gain in macro-f1 is at **stem**" in text
+    assert "90% CI" in text and "the CI carries one seed" in text
     assert "also the sweet spot" in text
-    assert "no layer shows a gain distinguishable from random weights" in text
+    assert "no layer shows a gain distinguishable from shuffled" in text
 
 
 def _inputs(results, gain) -> R.ReportInputs:
@@ -222,11 +275,23 @@ def test_markdown_report(results, gain) -> None:
     assert "gain_vs_parameters" not in text
     table = [line for line in text.splitlines()
              if line.startswith("| ") and not line.startswith("| ---")]
-    # main table: header + 4 layers; other table: header + 2 classifiers x 3 metrics
-    assert len(table) == (1 + len(LAYERS)) + (1 + 6)
+    # main table: header + 4 layers; one detail table per baseline; other table: header + 2
+    # classifiers x 3 metrics x 2 baselines
+    assert len(table) == (1 + len(LAYERS)) + 2 * (1 + len(LAYERS)) + (1 + 12)
+    header = table[0]
+    assert ("| pretrained | random | gain vs random (95% CI) | p_best vs random | shuffled | "
+            "gain vs shuffled (95% CI) | p_best vs shuffled | note |") in header
     for section in ("## Where the knowledge is", "## Data", "## Configuration", "## Caveats",
+                    "## Gain statistics per baseline", "### vs random (2 seeds)",
+                    "### vs shuffled (1 seed)", "## Fits",
+                    "**random** (2 seeds): the architecture's own random initialisation, "
+                    "normalization statistics as initialised",
+                    "**shuffled** (1 seed): the pretrained weights permuted within each tensor",
+                    "The `pretrained+bn` init (the pretrained weights with normalization "
+                    "statistics re-estimated", "Against **random**", "Against **shuffled**",
+                    "the CI carries 2 seeds", "defined at the ceiling", "(p_best)",
                     "benign (20)", "weights W<1>", "sha256 `ffffffffffff`", "logreg:C=1"):
-        assert section in text
+        assert section in text, section
 
 
 def test_html_report_escapes_and_links_figures(results, gain) -> None:
@@ -235,7 +300,7 @@ def test_html_report_escapes_and_links_figures(results, gain) -> None:
     assert "<title>t &lt;x&gt;</title>" in page
     assert '<img src="scores_accuracy.png"' in page
     assert "lung &lt;set&gt;" in page and "<set>" not in page
-    assert page.count("<table>") == 2
+    assert page.count("<table>") == 4
     assert "<strong>" in page and "<code>" in page
 
 
@@ -258,9 +323,10 @@ def test_write_report_on_a_probed_store(probed_store: str, tmp_path: Path) -> No
                  "init `random:1`: seed 1", "5-fold stratified CV, seed 0"):
         assert name in text
     assert "The CI lies above zero at" in text
+    assert "Every logreg and linear-svm fit converged." in text
     assert "<img src=\"gain_accuracy.png\"" in files.html.read_text()
     assert files.tables["results"].read_text().startswith("layer,init,classifier,metric")
-    assert files.tables["gain"].read_text().startswith("layer,classifier,metric,gain")
+    assert files.tables["gain"].read_text().startswith("layer,classifier,metric,baseline,gain")
     assert any("wrote" in line for line in lines)
 
 

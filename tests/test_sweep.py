@@ -106,6 +106,12 @@ def test_results_contract(results: xr.Dataset, store: str) -> None:
         assert (results["prediction"].values[..., image] == -1).all()
     assert (results["prediction"].values[..., results["test_fold"].values >= 0] >= 0).all()
     assert not np.isnan(results["score"].values).any()
+    for name in ("chosen_param", "converged", "inner_unconverged"):
+        assert results[name].dims == ("classifier", "layer", "init", "fold")
+    assert np.isnan(results["chosen_param"].values).all()  # no =auto classifier here
+    assert results["converged"].dtype == bool and results["converged"].values.all()
+    assert (results["inner_unconverged"].values == 0).all()
+    assert info["unconverged"] == {}
 
 
 def test_scores_equal_sklearn_cross_validation(results: xr.Dataset, store: str) -> None:
@@ -130,6 +136,28 @@ def test_scores_equal_sklearn_cross_validation(results: xr.Dataset, store: str) 
                     got = results["score"].sel(classifier=spec, layer=layer, init=init, fold=f)
                     np.testing.assert_allclose(got.values, expected, atol=1e-12,
                                                err_msg=f"{spec} {layer} {init} fold {f}")
+
+
+def test_auto_classifier_records_the_chosen_value_per_fold(store: str) -> None:
+    """The sweep's nested CV (inner folds seeded with --seed) equals the block's on the plan
+    it builds, and its choices land in chosen_param."""
+    from featstore.probing import FoldPlan, parse_classifiers, probe_block
+
+    results = featstore.probe(store, classifiers=["logreg:C=auto", "ridge:alpha=auto"],
+                              folds=3, seed=4, layers=["head"], inits=["random:0"],
+                              auto_grid=(0.01, 1.0, 100.0), inner_folds=2)
+    info = results.attrs["featstore_probe"]
+    assert info["config"]["auto_grid"] == [0.01, 1.0, 100.0] and info["config"]["inner_folds"] == 2
+    X = stored_features(store, "random:0", "head")
+    plan = FoldPlan.from_test_fold(results["test_fold"].values.astype(np.int64),
+                                   results["label"].values, 3).with_inner(2, 4)
+    block = probe_block(X, plan, parse_classifiers(["logreg:C=auto", "ridge:alpha=auto"]),
+                        grid=(0.01, 1.0, 100.0))
+    chosen = results["chosen_param"].sel(layer="head", init="random:0")
+    np.testing.assert_array_equal(chosen.values, block.chosen)
+    assert set(np.unique(block.chosen)) <= {0.01, 1.0, 100.0}
+    np.testing.assert_array_equal(
+        results["prediction"].sel(layer="head", init="random:0").values, block.predictions)
 
 
 def test_stats_path_equals_block_path(results: xr.Dataset, store: str) -> None:
@@ -392,6 +420,8 @@ _names = st.lists(st.text("abc.:0123", min_size=1, max_size=6), min_size=1, max_
 @given(classifiers=_names, folds=st.integers(2, 20), seed=st.integers(0, 2**31),
        split=st.booleans(), layers=st.none() | _names, inits=st.none() | _names,
        tol=st.floats(1e-12, 1.0), max_iter=st.integers(1, 10**6),
+       auto_grid=st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=4),
+       inner_folds=st.integers(2, 10),
        scheduler=st.none() | st.sampled_from(["threads:2", "local:3", "tcp://h:1"]),
        force=st.booleans())
 @settings(max_examples=50, deadline=None)

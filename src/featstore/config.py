@@ -21,6 +21,10 @@ __all__ = [
     "ProbeConfig",
     "DEFAULT_TOL",
     "DEFAULT_MAX_ITER",
+    "DEFAULT_AUTO_GRID",
+    "DEFAULT_INNER_FOLDS",
+    "DEFAULT_MARGIN",
+    "parse_auto_grid",
     "parse_positive_float",
     "parse_choice",
     "parse_positive_int",
@@ -176,6 +180,36 @@ class ExtractConfig:
 DEFAULT_TOL = 1e-6
 #: default iteration limit of the iterative probes
 DEFAULT_MAX_ITER = 1000
+#: default grid of ``logreg:C=auto``, ``linear-svm:C=auto`` and ``ridge:alpha=auto``
+DEFAULT_AUTO_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+#: default number of inner folds of the nested cross-validation of ``=auto`` classifiers
+DEFAULT_INNER_FOLDS = 3
+#: default non-inferiority margin of the sweet spot, in metric units (``--margin``)
+DEFAULT_MARGIN = 0.01
+
+
+def parse_auto_grid(values: Sequence[float] | str) -> tuple[float, ...]:
+    """The candidate values of ``=auto`` classifiers: finite numbers > 0, duplicates dropped,
+    in the order given (the first wins ties); a comma-separated string is accepted."""
+    items: list[Any] = ([v for v in values.split(",") if v.strip()] if isinstance(values, str)
+                        else list(values))
+    out: list[float] = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(item, bool) or not math.isfinite(value) or value <= 0:
+            raise FeatstoreInputError(
+                f"invalid --auto-grid value {item!r}; give numbers > 0, e.g. "
+                f"{','.join(f'{v:g}' for v in DEFAULT_AUTO_GRID)}"
+            )
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise FeatstoreInputError("invalid --auto-grid: no value; give numbers > 0, e.g. "
+                                  f"{','.join(f'{v:g}' for v in DEFAULT_AUTO_GRID)}")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -202,6 +236,10 @@ class ProbeConfig:
         Layer variable names / init names to probe; None takes all (stored resolved).
     tol, max_iter : float, int
         Stopping rule of the iterative solvers (logreg, linear-svm).
+    auto_grid : tuple of float
+        Candidate values of ``=auto`` classifiers (``logreg:C=auto``...).
+    inner_folds : int
+        Stratified inner folds of their nested cross-validation (shuffled with ``seed``).
     scheduler : str or None
         None (local threads), ``"threads:N"``, ``"sync"``, ``"local:N"`` or ``"tcp://HOST:PORT"``.
     force : bool
@@ -217,12 +255,14 @@ class ProbeConfig:
     inits: tuple[str, ...] | None = None
     tol: float = DEFAULT_TOL
     max_iter: int = DEFAULT_MAX_ITER
+    auto_grid: tuple[float, ...] = DEFAULT_AUTO_GRID
+    inner_folds: int = DEFAULT_INNER_FOLDS
     scheduler: str | None = None
     force: bool = False
 
     #: fields that change the results
     IDENTITY_FIELDS = ("classifiers", "folds", "seed", "split", "layers", "inits", "tol",
-                       "max_iter")
+                       "max_iter", "auto_grid", "inner_folds")
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the results, JSON-able."""
@@ -232,7 +272,7 @@ class ProbeConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
         out = dataclasses.asdict(self)
-        for key in ("classifiers", "layers", "inits"):
+        for key in ("classifiers", "layers", "inits", "auto_grid"):
             if out[key] is not None:
                 out[key] = list(out[key])
         return out
@@ -245,7 +285,7 @@ class ProbeConfig:
         if unknown:
             raise FeatstoreInputError(f"unknown ProbeConfig field(s): {', '.join(unknown)}")
         values = dict(data)
-        for key in ("classifiers", "layers", "inits"):
+        for key in ("classifiers", "layers", "inits", "auto_grid"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from . import schema as S
+from .config import DEFAULT_MARGIN
 from .errors import ProbeInputError
 from .inits import BASELINE_GROUPS, init_kind
 from .probing import METRICS, scores_from_confusion
@@ -78,8 +79,6 @@ PRETRAINED_BN_DESCRIPTION: Final = (
     "(AdaBN): shows how much of the gain is normalization statistics"
 )
 
-#: default non-inferiority margin of the sweet spot, in metric units (``--margin``)
-DEFAULT_MARGIN: Final = 0.01
 #: replicate gains closer than this to a replicate's largest count as tied for ``p_best``
 TIE_TOLERANCE: Final = 1e-12
 

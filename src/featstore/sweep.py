@@ -45,9 +45,12 @@ from sklearn.model_selection import StratifiedKFold
 
 from . import schema as S
 from .config import (
+    DEFAULT_AUTO_GRID,
+    DEFAULT_INNER_FOLDS,
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
     ProbeConfig,
+    parse_auto_grid,
     parse_positive_float,
     parse_positive_int,
     parse_store_url,
@@ -69,7 +72,6 @@ from .probing import (
     GroupStats,
     chance_levels,
     fit_from_stats,
-    fold_scores,
     group_stats,
     merge_stats,
     parse_classifiers,
@@ -79,9 +81,12 @@ from .probing import (
 from .probing.block import failing_as
 from .progress import Progress
 from .results import (
+    CHOSEN_PARAM,
     CLASSIFIER,
+    CONVERGED,
     FOLD,
     INIT_KIND,
+    INNER_UNCONVERGED,
     LAYER,
     LAYER_MODULE,
     LAYER_UNITS,
@@ -98,8 +103,9 @@ from .versions import PROBE_LIBRARIES, library_versions
 
 __all__ = ["probe", "run_probe", "stored_run"]
 
-#: bump when a change to the probe computation changes numbers (invalidates stored runs)
-_PROBE_FORMAT: Final = 3
+#: bump when a change to the probe computation changes numbers (invalidates stored runs); 4:
+#: per-fold ``converged`` / ``chosen_param`` / ``inner_unconverged``, ``=auto`` classifiers
+_PROBE_FORMAT: Final = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +185,8 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
         parse_positive_int("--folds", config.folds, minimum=2)
     parse_positive_float("--tol", config.tol)
     parse_positive_int("--max-iter", config.max_iter)
+    grid = parse_auto_grid(config.auto_grid)
+    parse_positive_int("--inner-folds", config.inner_folds, minimum=2)
     store = FeatureStore.open(url)
     meta = store.meta
     layers = _resolve_layers(meta, _split_names(config.layers))
@@ -197,7 +205,7 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
     ds = open_store(url)
     resolved = replace(
         config, store=url, classifiers=tuple(s.name for s in specs), layers=tuple(layers),
-        inits=tuple(inits), folds=1 if config.split else config.folds,
+        inits=tuple(inits), folds=1 if config.split else config.folds, auto_grid=grid,
     )
     return _Request(resolved, specs, store, ds, layers, inits, scheduler,
                     _run_id(resolved, _fingerprint(store, inits)))
@@ -290,6 +298,26 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
             test_fold[rows[test_rows]] = fold
         plan = FoldPlan.from_test_fold(test_fold, labels, n_classes)
     _check_training_classes(plan, labels, used, classes, "--split" if config.split else "fold")
+    auto = [s.name for s in request.specs if s.auto is not None]
+    if auto:
+        for f in range(plan.n_folds):
+            counts = np.bincount(labels[plan.train_mask(f)], minlength=n_classes)
+            present = np.flatnonzero(counts)
+            smallest = present[np.argmin(counts[present])]
+            if counts[smallest] < config.inner_folds:
+                name = classes[smallest] if smallest < len(classes) else str(smallest)
+                raise ProbeInputError(
+                    f"--inner-folds {config.inner_folds} (nested CV of {auto[0]}) is larger "
+                    f"than class {name!r} in the training images of fold {f} "
+                    f"({counts[smallest]} images); use --inner-folds "
+                    f"{max(2, int(counts[smallest]))} or fewer, or a fixed value such as "
+                    f"{auto[0].replace('auto', '1')}"
+                    if counts[smallest] >= 2 else
+                    f"nested CV of {auto[0]} needs at least 2 training images of every class "
+                    f"in every fold; class {name!r} has {counts[smallest]} in fold {f}: use a "
+                    f"fixed value such as {auto[0].replace('auto', '1')}"
+                )
+        plan = plan.with_inner(config.inner_folds, config.seed)
     knn = [int(s.param("k")) for s in request.specs if s.kind == "knn"]
     if knn:
         smallest_train = min(int(plan.train_mask(f).sum()) for f in range(plan.n_folds))
@@ -318,15 +346,15 @@ def _naming_block(layer: str, init: str) -> Iterator[None]:
 
 
 def _block_task(block: np.ndarray, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
-                tol: float, max_iter: int, blas_threads: int | None, layer: str,
-                init: str) -> BlockResult:
+                tol: float, max_iter: int, grid: tuple[float, ...], blas_threads: int | None,
+                layer: str, init: str) -> BlockResult:
     with _naming_block(layer, init):
         if blas_threads is None:
-            return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+            return probe_block(block, plan, specs, tol=tol, max_iter=max_iter, grid=grid)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=blas_threads, user_api="blas"):
-            return probe_block(block, plan, specs, tol=tol, max_iter=max_iter)
+            return probe_block(block, plan, specs, tol=tol, max_iter=max_iter, grid=grid)
 
 
 def _fit_stats_task(stats: GroupStats, plan: FoldPlan, specs: tuple[ClassifierSpec, ...],
@@ -367,9 +395,7 @@ def _accumulate(total: GroupStats | None, source: zarr.Array, position: int,
 
 
 def _assemble_stats(parts: list[np.ndarray], plan: FoldPlan) -> BlockResult:
-    predictions = np.concatenate(parts, axis=1)
-    return BlockResult(predictions, fold_scores(predictions, plan),
-                       np.zeros(predictions.shape[0], dtype=np.int64))
+    return BlockResult.direct(np.concatenate(parts, axis=1), plan)
 
 
 def _predict_rows(models: Any, source: zarr.Array, position: int, rows: tuple[int, int],
@@ -441,10 +467,17 @@ def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, 
     n_images = plan.groups.shape[0]
     score = np.full((len(specs), len(layers), len(inits), plan.n_folds, len(METRICS)), np.nan)
     prediction = np.full((len(specs), len(layers), len(inits), n_images), -1, dtype=np.int16)
+    per_fold = (len(specs), len(layers), len(inits), plan.n_folds)
+    converged = np.ones(per_fold, dtype=bool)
+    chosen = np.full(per_fold, np.nan)
+    inner_unconverged = np.zeros(per_fold, dtype=np.int64)
     unconverged: dict[str, int] = {}
     for (i, j), result in blocks.items():
         score[:, j, i] = result.scores
         prediction[:, j, i] = result.predictions
+        converged[:, j, i] = result.converged
+        chosen[:, j, i] = result.chosen
+        inner_unconverged[:, j, i] = result.inner_unconverged
         for s, spec in enumerate(specs):
             if result.unconverged[s]:
                 unconverged[spec.name] = unconverged.get(spec.name, 0) + int(result.unconverged[s])
@@ -470,6 +503,9 @@ def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, 
         {
             "score": ((CLASSIFIER, LAYER, S.INIT, FOLD, METRIC), score),
             "prediction": ((CLASSIFIER, LAYER, S.INIT, S.IMAGE), prediction),
+            CHOSEN_PARAM: ((CLASSIFIER, LAYER, S.INIT, FOLD), chosen),
+            CONVERGED: ((CLASSIFIER, LAYER, S.INIT, FOLD), converged),
+            INNER_UNCONVERGED: ((CLASSIFIER, LAYER, S.INIT, FOLD), inner_unconverged),
         },
         coords={
             CLASSIFIER: np.array([s.name for s in specs], dtype=obj),
@@ -537,7 +573,8 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None,
                 else:
                     task = dask.delayed(_block_task, pure=True)(
                         array, plan_ref, request.specs, request.config.tol,
-                        request.config.max_iter, blas_threads, var, request.inits[i])
+                        request.config.max_iter, request.config.auto_grid, blas_threads, var,
+                        request.inits[i])
                 keys.append((i, j))
                 tasks.append(task)
         if progress is not None:
@@ -595,6 +632,8 @@ def probe(
     *,
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
+    auto_grid: Sequence[float] = DEFAULT_AUTO_GRID,
+    inner_folds: int = DEFAULT_INNER_FOLDS,
 ) -> xr.Dataset:
     """Fit classifiers on every layer and init of a feature store; return and store the results.
 
@@ -602,8 +641,9 @@ def probe(
     comparisons): ``StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)`` over the
     usable images -- valid, labelled, and finite in every selected layer and init -- or, with
     ``split``, one fold that trains on the store's ``"train"`` and ``"val"`` images and tests on
-    its ``"test"`` images (the sweep selects no hyperparameters, so validation images are
-    training data). Features are standardized with training-fold statistics only.
+    its ``"test"`` images (validation images are training data: only ``=auto`` classifiers
+    select a hyperparameter, by nested CV inside the training images). Features are
+    standardized with training-fold statistics only.
 
     A rerun with the same configuration on the same store returns the stored results without
     computing (``force=True`` recomputes).
@@ -613,7 +653,8 @@ def probe(
     store : str or PathLike
         Feature store path or URL.
     classifiers : sequence of str
-        Specs such as ``"logreg"``, ``"logreg:C=0.01,0.1,1,10"``, ``"linear-svm:C=1"``,
+        Specs such as ``"logreg"``, ``"logreg:C=0.01,0.1,1,10"``, ``"logreg:C=auto"``,
+        ``"linear-svm:C=1"``,
         ``"ridge:alpha=1,10"``, ``"knn:k=5"``, ``"nearest-centroid"``
         (:func:`featstore.probing.parse_classifier`).
     folds : int
@@ -632,7 +673,13 @@ def probe(
     tol, max_iter : float, int
         Stopping rule of logreg / linear-svm (gradient infinity norm, iterations); the default
         tolerance, 1e-6, is tighter than scikit-learn's so that results do not depend on the
-        solver's path (:data:`featstore.config.DEFAULT_TOL`).
+        solver's path (:data:`featstore.config.DEFAULT_TOL`). Every fit records whether it
+        converged (results variable ``converged``).
+    auto_grid, inner_folds : sequence of float, int
+        Candidate values and inner folds of ``=auto`` classifiers (``logreg:C=auto``,
+        ``linear-svm:C=auto``, ``ridge:alpha=auto``): nested stratified cross-validation inside
+        each training fold; the value chosen per (classifier, layer, init, fold) is the results
+        variable ``chosen_param``.
 
     Returns
     -------
@@ -652,6 +699,7 @@ def probe(
         folds=folds, seed=seed, split=split,
         layers=None if layers is None else tuple(layers),
         inits=None if inits is None else tuple(inits),
-        tol=tol, max_iter=max_iter, scheduler=scheduler, force=force,
+        tol=tol, max_iter=max_iter, auto_grid=tuple(auto_grid), inner_folds=inner_folds,
+        scheduler=scheduler, force=force,
     )
     return run_probe(config, progress)

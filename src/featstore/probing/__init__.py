@@ -14,6 +14,7 @@ Every classifier works on features standardized with statistics of its *training
 * :mod:`~featstore.probing.linear`: logistic regression and linear SVM on top of it;
 * :mod:`~featstore.probing.sufficient`: ridge and nearest centroid from sufficient statistics;
 * :mod:`~featstore.probing.knn`: k nearest neighbours;
+* :mod:`~featstore.probing.nested`: nested cross-validation of ``=auto`` classifiers;
 * :mod:`~featstore.probing.block`: :func:`probe_block`, every classifier on every fold of one
   (init, layer) block, sharing work between them.
 
@@ -27,7 +28,8 @@ from .folds import FoldPlan
 from .knn import KNNProbe
 from .linear import LinearSVMProbe, LogisticProbe
 from .metrics import METRICS, chance_levels, fold_scores, metric_scores, scores_from_confusion
-from .specs import KINDS, ClassifierSpec, parse_classifier, parse_classifiers
+from .nested import NestedCVProbe
+from .specs import AUTO, KINDS, ClassifierSpec, parse_classifier, parse_classifiers
 from .standardize import standardization
 from .sufficient import (
     GroupStats,
@@ -42,6 +44,7 @@ from .sufficient import (
 __all__ = [
     "METRICS",
     "KINDS",
+    "AUTO",
     "ClassifierSpec",
     "parse_classifier",
     "parse_classifiers",
@@ -54,6 +57,7 @@ __all__ = [
     "RidgeProbe",
     "KNNProbe",
     "NearestCentroidProbe",
+    "NestedCVProbe",
     "standardization",
     "metric_scores",
     "scores_from_confusion",

@@ -2,7 +2,8 @@
 
 Each fold's training statistics are computed once; each linear kind fits all its folds and ``C``
 values in one batched L-BFGS; kNN sorts neighbours once per fold for all ``k``; ridge and
-nearest centroid are fit from sufficient statistics of the block.
+nearest centroid are fit from sufficient statistics of the block; ``=auto`` classifiers run
+their nested cross-validation (:mod:`~featstore.probing.nested`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.config import DEFAULT_MAX_ITER, DEFAULT_TOL
+from featstore.config import DEFAULT_AUTO_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL
 
 from .folds import FoldPlan
 from .knn import knn_predict
-from .linear import predict_linear, solve_linear
+from .linear import fold_spectra, predict_linear, solve_linear
 from .metrics import fold_scores
+from .nested import AutoFit, auto_linear, auto_ridge
 from .specs import ClassifierSpec
 from .standardize import fold_standardization
 from .sufficient import fit_from_stats, group_stats, predict_from_stats
@@ -68,24 +70,46 @@ class BlockResult:
         Predicted class of each image in the fold where it is tested; ``-1`` elsewhere.
     scores : ndarray of float64, shape (n_specs, n_folds, 3)
         Metrics (:data:`METRICS` order) per classifier and fold.
-    unconverged : ndarray of int, shape (n_specs,)
-        Folds whose iterative solver stopped at its iteration limit (0 for direct methods).
+    converged : ndarray of bool, shape (n_specs, n_folds)
+        Whether each fold's (final) fit converged; True for the direct methods.
+    chosen : ndarray of float64, shape (n_specs, n_folds)
+        The value an ``=auto`` classifier chose per fold; NaN for the others.
+    inner_unconverged : ndarray of int, shape (n_specs, n_folds)
+        Inner-CV fits of an ``=auto`` classifier that did not converge, per fold.
     """
 
     predictions: np.ndarray
     scores: np.ndarray
-    unconverged: np.ndarray
+    converged: np.ndarray
+    chosen: np.ndarray
+    inner_unconverged: np.ndarray
+
+    @classmethod
+    def direct(cls, predictions: np.ndarray, plan: FoldPlan) -> BlockResult:
+        """The result of classifiers fit directly (no solver, no choice) from predictions."""
+        shape = (predictions.shape[0], plan.n_folds)
+        return cls(predictions, fold_scores(predictions, plan), np.ones(shape, dtype=bool),
+                   np.full(shape, np.nan), np.zeros(shape, dtype=np.int64))
+
+    @property
+    def unconverged(self) -> np.ndarray:
+        """Fits that did not converge per classifier, inner-CV fits included, shape
+        (n_specs,)."""
+        return (~self.converged).sum(axis=1) + self.inner_unconverged.sum(axis=1)
 
 
 
 def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpec],
-                tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER) -> BlockResult:
+                tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER,
+                grid: Sequence[float] = DEFAULT_AUTO_GRID) -> BlockResult:
     """Evaluate every classifier on every fold of one (init, layer) block.
 
-    Work is shared: each fold's training statistics are computed once; each linear kind
-    (``logreg``, ``linear-svm``) fits all its folds and ``C`` values in one batched L-BFGS;
-    ``knn`` sorts neighbours once per fold for all ``k``; ridge and nearest centroid are fit
-    from sufficient statistics of the block.
+    Work is shared: each fold's training statistics (and the solvers' preconditioner) are
+    computed once; each linear kind (``logreg``, ``linear-svm``) fits all its folds and ``C``
+    values in one batched L-BFGS; ``knn`` sorts neighbours once per fold for all ``k``; ridge and
+    nearest centroid are fit from sufficient statistics of the block. ``=auto`` classifiers
+    choose their value per fold by nested cross-validation over ``grid`` on the plan's inner
+    folds (:mod:`~featstore.probing.nested`).
 
     Parameters
     ----------
@@ -93,10 +117,13 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
         Features of one layer and init, every image of the store (unused rows are ignored and
         may hold NaN).
     plan : FoldPlan
+        With inner folds (:meth:`FoldPlan.with_inner`) when a spec is ``=auto``.
     specs : sequence of ClassifierSpec
     tol, max_iter : float, int
         Stopping rule of the linear models (see :class:`LogisticProbe`; linear SVMs use
         ``tol / 10`` on their scaled objective).
+    grid : sequence of float
+        Candidate values of the ``=auto`` classifiers.
 
     Returns
     -------
@@ -123,28 +150,47 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
     fold_std = [fold_standardization(Xc[train[f]], offset=shift) for f in range(F)]
     mean = np.stack([m for m, _, _ in fold_std])
     inv_scale = np.stack([inv for _, _, inv in fold_std])
+    auto = [s for s in specs if s.auto is not None]
+    inner = None
+    if auto:
+        if plan.inner is None:
+            raise ValueError(f"{auto[0].name} needs a fold plan with inner folds")
+        inner = plan.inner[:, rows]
 
     n_images = plan.groups.shape[0]
     predictions = np.full((len(specs), n_images), -1, dtype=np.int16)
-    unconverged = np.zeros(len(specs), dtype=np.int64)
+    converged = np.ones((len(specs), F), dtype=bool)
+    chosen = np.full((len(specs), F), np.nan)
+    inner_unconverged = np.zeros((len(specs), F), dtype=np.int64)
     index = {spec.name: i for i, spec in enumerate(specs)}
 
+    spectra = None
+    if any(s.kind in ("logreg", "linear-svm") for s in specs):
+        with failing_as([s for s in specs if s.kind in ("logreg", "linear-svm")]):
+            spectra = fold_spectra(Xc, train, mean, inv_scale)
     for kind, loss, kind_tol in (("logreg", "multinomial", tol),
                                  ("linear-svm", "squared_hinge", tol / 10)):
-        group = [s for s in specs if s.kind == kind]
-        if not group:
-            continue
-        Cs = [float(s.param("C")) for s in group]
-        with failing_as(group):
-            problems, x, n_iter = solve_linear(Xc, y, K, loss, train, Cs, kind_tol, max_iter,
-                                                (mean, inv_scale))
-            Z = problems.decision(x, np.arange(len(problems.fold)))  # (T, F * len(Cs), n)
-        for f in range(F):
-            for q, spec in enumerate(group):
-                p = f * len(Cs) + q
-                predictions[index[spec.name], rows[test[f]]] = predict_linear(
-                    Z[:, p, test[f]], axis=0)
-                unconverged[index[spec.name]] += int(n_iter[p] >= max_iter)
+        group = [s for s in specs if s.kind == kind and s.auto is None]
+        if group:
+            Cs = [float(s.param("C")) for s in group]
+            with failing_as(group):
+                problems, x, _, done = solve_linear(
+                    Xc, y, K, loss, train, Cs, kind_tol, max_iter, (mean, inv_scale),
+                    spectrum=(spectra, np.arange(F)) if spectra is not None else None)
+                Z = problems.decision(x, np.arange(len(problems.fold)))  # (T, F * len(Cs), n)
+            for f in range(F):
+                for q, spec in enumerate(group):
+                    p = f * len(Cs) + q
+                    predictions[index[spec.name], rows[test[f]]] = predict_linear(
+                        Z[:, p, test[f]], axis=0)
+                    converged[index[spec.name], f] = done[p]
+        for spec in (s for s in auto if s.kind == kind):
+            assert inner is not None
+            with failing_as([spec]):
+                fit = auto_linear(Xc, y, K, loss, train, test, inner, grid, kind_tol, max_iter,
+                                  (mean, inv_scale), shift, spectra)
+            _store_auto(fit, index[spec.name], rows, predictions, converged, chosen,
+                        inner_unconverged)
 
     knn = [s for s in specs if s.kind == "knn"]
     if knn:
@@ -167,4 +213,22 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
         for i, spec in enumerate(by_stats):
             predictions[index[spec.name], rows] = pred[i]
 
-    return BlockResult(predictions, fold_scores(predictions, plan), unconverged)
+    for spec in (s for s in auto if s.kind == "ridge"):
+        assert inner is not None
+        with failing_as([spec]):
+            fit = auto_ridge(X, y, K, plan, g, inner, spec, grid, shift)
+        _store_auto(fit, index[spec.name], rows, predictions, converged, chosen,
+                    inner_unconverged)
+
+    return BlockResult(predictions, fold_scores(predictions, plan), converged, chosen,
+                       inner_unconverged)
+
+
+def _store_auto(fit: AutoFit, s: int, rows: np.ndarray, predictions: np.ndarray,
+                converged: np.ndarray, chosen: np.ndarray, inner_unconverged: np.ndarray
+                ) -> None:
+    used = fit.predictions >= 0
+    predictions[s, rows[used]] = fit.predictions[used]
+    converged[s] = fit.converged
+    chosen[s] = fit.chosen
+    inner_unconverged[s] = fit.inner_unconverged

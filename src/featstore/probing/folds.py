@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,6 +25,10 @@ class FoldPlan:
         ``train_groups[f, g]``: fold ``f`` trains on group ``g``.
     test_group : ndarray of int, shape (n_folds,)
         The group fold ``f`` is tested on.
+    inner : ndarray of int, shape (n_folds, n_images), or None
+        Nested cross-validation inside each training fold (``=auto`` classifiers): the inner
+        fold of each of fold ``f``'s training images, ``-1`` for every other image
+        (:meth:`with_inner`).
     """
 
     groups: np.ndarray
@@ -32,6 +36,7 @@ class FoldPlan:
     n_classes: int
     train_groups: np.ndarray
     test_group: np.ndarray
+    inner: np.ndarray | None = None
 
     @classmethod
     def from_test_fold(cls, test_fold: np.ndarray, labels: np.ndarray,
@@ -63,6 +68,29 @@ class FoldPlan:
         groups[np.asarray(test, dtype=bool)] = 0
         return cls(groups, np.asarray(labels, dtype=np.int64), int(n_classes),
                    np.array([[False, True]]), np.array([0]))
+
+    def with_inner(self, n_inner: int, seed: int) -> FoldPlan:
+        """This plan with inner folds: ``StratifiedKFold(n_splits=n_inner, shuffle=True,
+        random_state=seed)`` over each fold's training images (in image order).
+
+        Every class must have at least ``n_inner`` training images in every fold (the sweep
+        checks this first and names the fold).
+        """
+        from sklearn.model_selection import StratifiedKFold
+
+        inner = np.full((self.n_folds, self.groups.shape[0]), -1, dtype=np.int64)
+        splitter = StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
+        for f in range(self.n_folds):
+            rows = np.flatnonzero(self.train_mask(f))
+            for q, (_, test) in enumerate(splitter.split(np.zeros(rows.size),
+                                                         self.labels[rows])):
+                inner[f, rows[test]] = q
+        return replace(self, inner=inner)
+
+    @property
+    def n_inner(self) -> int:
+        """Inner folds per training fold (0 without :attr:`inner`)."""
+        return 0 if self.inner is None else int(self.inner.max()) + 1
 
     @property
     def n_folds(self) -> int:

@@ -82,7 +82,9 @@ def lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
     x : ndarray, shape (P, D)
     n_iter : ndarray of int, shape (P,)
     converged : ndarray of bool, shape (P,)
-        Whether the gradient test was met.
+        Whether the problem stopped on the gradient or the relative-decrease test (scipy's
+        L-BFGS-B success, after which scikit-learn raises no ConvergenceWarning); False when it
+        hit ``max_iter`` or its line search failed.
     """
     P, D = x0.shape
     x = np.array(x0, dtype=np.float64)
@@ -164,9 +166,9 @@ def lbfgs(fun: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
         g[P_ok] = g_new[ok_idx]
         n_iter[P_ok] += 1
         conv = np.abs(g[P_ok]).max(axis=1) <= tol
-        converged[P_ok] = conv
         tiny = (f_old - f[P_ok]) <= 64 * EPS * np.maximum(
             np.maximum(np.abs(f_old), np.abs(f[P_ok])), 1.0)
+        converged[P_ok] = conv | tiny
         done = conv | tiny | (n_iter[P_ok] >= max_iter)
         active[P_ok[done]] = False
     return x, n_iter, converged

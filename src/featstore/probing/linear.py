@@ -26,7 +26,7 @@ from featstore.config import DEFAULT_MAX_ITER, DEFAULT_TOL
 from .lbfgs import lbfgs
 from .standardize import StandardizedProbe, fold_standardization
 
-__all__ = ["LogisticProbe", "LinearSVMProbe", "solve_linear", "predict_linear"]
+__all__ = ["LogisticProbe", "LinearSVMProbe", "solve_linear", "predict_linear", "fold_spectra"]
 
 
 #: eigenpairs kept per fold for the L-BFGS preconditioner (all of them up to twice this)
@@ -133,6 +133,7 @@ class _LinearProblems:
     lam: np.ndarray  # (P,)
     loss: str  # "multinomial" | "squared_hinge"
     spectrum: _Spectrum | None = None
+    spectrum_index: np.ndarray | None = None  # (F,): spectrum row of each training mask
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -153,6 +154,8 @@ class _LinearProblems:
         W, b = self.split(q)
         lam = self.lam[idx]
         folds = self.fold[idx]
+        if self.spectrum_index is not None:
+            folds = self.spectrum_index[folds]
         out_w = np.empty_like(W)
         for f in np.unique(folds):
             sel = np.flatnonzero(folds == f)
@@ -241,11 +244,20 @@ def predict_linear(Z: np.ndarray, axis: int = -1) -> np.ndarray:
     return Z.argmax(axis=axis)
 
 
+def fold_spectra(Xc: np.ndarray, train: np.ndarray, mean: np.ndarray,
+                 inv_scale: np.ndarray) -> _Spectrum:
+    """The preconditioner's eigen-structure of every fold (see :func:`solve_linear`); computed
+    once per block and shared by every linear kind and ``C``."""
+    return _fold_spectra(Xc, train, mean, inv_scale)
+
+
 def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
-                  train: np.ndarray, Cs: Sequence[float], tol: float, max_iter: int,
-                  fold_stats: tuple[np.ndarray, np.ndarray] | None = None,
-                  precondition: bool = True,
-                  ) -> tuple[_LinearProblems, np.ndarray, np.ndarray]:
+                 train: np.ndarray, Cs: Sequence[float], tol: float, max_iter: int,
+                 fold_stats: tuple[np.ndarray, np.ndarray] | None = None,
+                 precondition: bool = True,
+                 pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                 spectrum: tuple[_Spectrum, np.ndarray] | None = None,
+                 ) -> tuple[_LinearProblems, np.ndarray, np.ndarray, np.ndarray]:
     """Fit every (fold, C) problem of one linear model together.
 
     Parameters
@@ -256,7 +268,7 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     n_classes : int
     loss : {"multinomial", "squared_hinge"}
     train : ndarray of bool, shape (F, n)
-        Training rows of each fold.
+        Training rows of each fold (or of any set of training masks).
     Cs : sequence of float
         Inverse regularization strengths (scikit-learn's ``C``).
     fold_stats : (mean, inv_scale), each of shape (F, d), optional
@@ -267,14 +279,23 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
         Precondition L-BFGS with each fold's training feature covariance
         (:meth:`_LinearProblems.precondition`): same optimum, far fewer iterations on
         correlated features.
+    pairs : (fold, C) arrays of shape (P,), optional
+        Solve exactly these problems (training mask ``fold[p]`` with ``C[p]``) instead of every
+        fold with every value of ``Cs``.
+    spectrum : (spectra, index), optional
+        Precomputed preconditioner spectra (:func:`fold_spectra`) and, per training mask, the
+        spectrum row it uses (e.g. inner-CV masks reuse their outer fold's: it only shapes the
+        speed of convergence, never the optimum).
 
     Returns
     -------
     problems : _LinearProblems
-        Problem ``p = f * len(Cs) + q`` is fold ``f`` with ``Cs[q]``.
-    x : ndarray, shape (F * len(Cs), D)
+        Without ``pairs``, problem ``p = f * len(Cs) + q`` is fold ``f`` with ``Cs[q]``.
+    x : ndarray, shape (P, D)
         Solutions.
-    n_iter : ndarray of int, shape (F * len(Cs),)
+    n_iter : ndarray of int, shape (P,)
+    converged : ndarray of bool, shape (P,)
+        Whether each solve met its tolerance (see :func:`~featstore.probing.lbfgs.lbfgs`).
     """
     F = train.shape[0]
     n_train = train.sum(axis=1).astype(np.float64)
@@ -286,22 +307,29 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
         mean, inv_scale = fold_stats
     targets = _linear_targets(y, n_classes, loss)
     T = targets.shape[0]
-    Cs_arr = np.asarray(Cs, dtype=np.float64)
-    fold = np.repeat(np.arange(F), len(Cs_arr))
-    C = np.tile(Cs_arr, F)
+    if pairs is None:
+        Cs_arr = np.asarray(Cs, dtype=np.float64)
+        fold = np.repeat(np.arange(F), len(Cs_arr))
+        C = np.tile(Cs_arr, F)
+    else:
+        fold = np.asarray(pairs[0], dtype=np.int64)
+        C = np.asarray(pairs[1], dtype=np.float64)
     # scikit-learn minimizes mean(loss) + ||W||^2 / (2 C n); binary logistic regression has one
     # weight vector w where a two-class multinomial has w1 = -w2 = w / 2, hence the factor 2.
     factor = 2.0 if (loss == "multinomial" and n_classes == 2) else 1.0
     lam = factor / (C * n_train[fold])
+    spectra, index = (None, None) if spectrum is None else spectrum
+    if precondition and spectra is None:
+        spectra = _fold_spectra(Xc, train, mean, inv_scale)
     problems = _LinearProblems(
         Xc=Xc, targets=targets, weights=train / n_train[:, None], mean=mean,
         inv_scale=inv_scale, fold=fold, lam=lam, loss=loss,
-        spectrum=_fold_spectra(Xc, train, mean, inv_scale) if precondition else None,
+        spectrum=spectra if precondition else None, spectrum_index=index,
     )
     D = (Xc.shape[1] + 1) * T
-    x, n_iter, _ = lbfgs(problems.loss_grad, np.zeros((len(fold), D)), tol, max_iter,
-                          precond=problems.precondition if precondition else None)
-    return problems, x, n_iter
+    x, n_iter, converged = lbfgs(problems.loss_grad, np.zeros((len(fold), D)), tol, max_iter,
+                                  precond=problems.precondition if precondition else None)
+    return problems, x, n_iter, converged
 
 class _LinearProbe(StandardizedProbe):
     _loss: str = "multinomial"
@@ -314,12 +342,14 @@ class _LinearProbe(StandardizedProbe):
         X, y_idx = self._prepare_fit(X, y)
         train = np.ones((1, X.shape[0]), dtype=bool)
         stats = (self.mean_[None], self._inv_scale[None])
-        problems, x, n_iter = solve_linear(X, y_idx, len(self.classes_), self._loss, train,
-                                            [self.C], self.tol, self.max_iter, stats)
+        problems, x, n_iter, converged = solve_linear(
+            X, y_idx, len(self.classes_), self._loss, train, [self.C], self.tol, self.max_iter,
+            stats)
         W, b = problems.split(x)
         self.coef_ = W[0].copy()  # (T, d) on standardized features
         self.intercept_ = b[0].copy()
         self.n_iter_ = int(n_iter[0])
+        self.converged_ = bool(converged[0])
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -360,6 +390,8 @@ class LogisticProbe(_LinearProbe):
         Weights on standardized features.
     intercept_ : ndarray of shape (n_classes,)
     n_iter_ : int
+    converged_ : bool
+        Whether the solver met its tolerance before ``max_iter``.
     """
 
     _loss = "multinomial"
@@ -388,7 +420,7 @@ class LinearSVMProbe(_LinearProbe):
 
     Attributes
     ----------
-    classes_, mean_, scale_, n_iter_
+    classes_, mean_, scale_, n_iter_, converged_
         As :class:`LogisticProbe`.
     coef_ : ndarray of shape (T, n_features)
         T = 1 for two classes, else n_classes.

@@ -9,6 +9,9 @@ name                   scikit-learn equivalent                          paramete
 ``knn``                ``KNeighborsClassifier(n_neighbors=k)``           ``k`` (default 5)
 ``nearest-centroid``   ``NearestCentroid()``                             none
 =====================  ===============================================  ====================
+
+``logreg:C=auto``, ``linear-svm:C=auto`` and ``ridge:alpha=auto`` choose the value per training
+fold by nested cross-validation over a grid (:mod:`featstore.probing.nested`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from sklearn.base import BaseEstimator
 
 from featstore.errors import ProbeInputError
 
-__all__ = ["KINDS", "ClassifierSpec", "parse_classifier", "parse_classifiers"]
+__all__ = ["KINDS", "AUTO", "AUTO_PARAMS", "ClassifierSpec", "parse_classifier",
+           "parse_classifiers"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,15 @@ KINDS: Final[dict[str, _Kind]] = {
 }
 
 
-def _format_value(value: float | int) -> str:
+#: the parameter value that asks for nested cross-validation over a grid
+AUTO: Final = "auto"
+#: the parameter of each kind that accepts :data:`AUTO`
+AUTO_PARAMS: Final[dict[str, str]] = {"logreg": "C", "linear-svm": "C", "ridge": "alpha"}
+
+
+def _format_value(value: float | int | str) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, int):
         return str(value)
     return format(value, "g") if float(value) != int(value) or abs(value) >= 1e16 else str(
@@ -53,7 +65,8 @@ def _format_value(value: float | int) -> str:
 def _allowed_classifiers() -> str:
     parts = []
     for name, kind in KINDS.items():
-        params = "".join(f"[:{p}=V1,V2,...]" for p, _, _ in kind.params)
+        params = "".join(f"[:{p}=V1,V2,...{'|auto' if AUTO_PARAMS.get(name) == p else ''}]"
+                         for p, _, _ in kind.params)
         parts.append(name + params)
     return ", ".join(parts)
 
@@ -66,12 +79,13 @@ class ClassifierSpec:
     ----------
     kind : str
         A key of :data:`KINDS`, e.g. ``"logreg"``.
-    params : tuple of (str, float or int)
-        Parameter values in the kind's order, e.g. ``(("C", 0.1),)``.
+    params : tuple of (str, float or int or str)
+        Parameter values in the kind's order, e.g. ``(("C", 0.1),)``; :data:`AUTO` (``"auto"``)
+        for a value chosen by nested cross-validation.
     """
 
     kind: str
-    params: tuple[tuple[str, float | int], ...] = ()
+    params: tuple[tuple[str, float | int | str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -82,16 +96,42 @@ class ClassifierSpec:
         return dict(self.params)[name]
 
     @property
-    def uses_stats(self) -> bool:
-        """Whether this classifier is fit from sufficient statistics (ridge, nearest centroid)."""
-        return KINDS[self.kind].stats
+    def auto(self) -> str | None:
+        """The parameter chosen by nested cross-validation (``"C"``, ``"alpha"``), or None."""
+        return next((p for p, v in self.params if v == AUTO), None)
 
-    def estimator(self) -> BaseEstimator:
-        """A fresh, unfitted estimator with these parameters."""
+    @property
+    def uses_stats(self) -> bool:
+        """Whether this classifier is fit from sufficient statistics (ridge, nearest centroid;
+        not an ``=auto`` ridge, whose nested cross-validation needs the whole block)."""
+        return KINDS[self.kind].stats and self.auto is None
+
+    def with_value(self, value: float) -> ClassifierSpec:
+        """This spec with its :attr:`auto` parameter set to ``value``."""
+        return ClassifierSpec(self.kind, tuple((p, value if v == AUTO else v)
+                                               for p, v in self.params))
+
+    def estimator(self, grid: Sequence[float] | None = None, inner_folds: int | None = None,
+                  seed: int = 0) -> BaseEstimator:
+        """A fresh, unfitted estimator with these parameters.
+
+        For an ``=auto`` spec, a :class:`~featstore.probing.nested.NestedCVProbe` choosing the
+        value over ``grid`` by ``inner_folds``-fold stratified cross-validation (defaults:
+        :data:`featstore.config.DEFAULT_AUTO_GRID`, :data:`featstore.config.DEFAULT_INNER_FOLDS`)
+        shuffled with ``seed``.
+        """
         from .knn import KNNProbe
         from .linear import LinearSVMProbe, LogisticProbe
+        from .nested import NestedCVProbe
         from .sufficient import NearestCentroidProbe, RidgeProbe
 
+        if self.auto is not None:
+            from featstore.config import DEFAULT_AUTO_GRID, DEFAULT_INNER_FOLDS
+
+            return NestedCVProbe(
+                self.with_value(1.0).estimator(), self.auto,
+                tuple(DEFAULT_AUTO_GRID if grid is None else grid),
+                DEFAULT_INNER_FOLDS if inner_folds is None else inner_folds, seed)
         if self.kind == "logreg":
             return LogisticProbe(C=self.param("C"))
         if self.kind == "linear-svm":
@@ -103,10 +143,13 @@ class ClassifierSpec:
         return NearestCentroidProbe()
 
 
-def _parse_number(kind: str, param: str, typ: type, text: str) -> float | int:
+def _parse_number(kind: str, param: str, typ: type, text: str) -> float | int | str:
+    if text.lower() == AUTO and AUTO_PARAMS.get(kind) == param:
+        return AUTO
     bad = ProbeInputError(
         f"invalid --classifier value {kind}:{param}={text!r}; {param} must be "
         + ("an integer >= 1" if typ is int else "a number > 0")
+        + (" or auto" if AUTO_PARAMS.get(kind) == param else "")
         + f"; allowed: {_allowed_classifiers()}"
     )
     try:
@@ -124,7 +167,8 @@ def parse_classifier(value: str) -> tuple[ClassifierSpec, ...]:
     """Parse one ``--classifier`` value into one spec per parameter combination.
 
     Grammar: ``KIND[:PARAM=V1,V2,...[:PARAM2=...]]``; several values of a parameter (and several
-    parameters) give the Cartesian product, in the order written.
+    parameters) give the Cartesian product, in the order written. ``logreg:C=auto``,
+    ``linear-svm:C=auto`` and ``ridge:alpha=auto`` choose the value by nested cross-validation.
 
     Parameters
     ----------
@@ -150,7 +194,7 @@ def parse_classifier(value: str) -> tuple[ClassifierSpec, ...]:
         )
     kind = KINDS[kind_name]
     known = {name: (typ, default) for name, typ, default in kind.params}
-    given: dict[str, list[float | int]] = {}
+    given: dict[str, list[float | int | str]] = {}
     if rest.strip():
         for part in re.split(r":(?=[A-Za-z_]\w*=)", rest.strip()):
             pname, eq, values = part.partition("=")
@@ -169,7 +213,7 @@ def parse_classifier(value: str) -> tuple[ClassifierSpec, ...]:
                     f"{kind_name}:{pname}={_format_value(known[pname][1])}"
                 )
             given[pname] = [_parse_number(kind_name, pname, typ, v) for v in items]
-    combos: list[tuple[tuple[str, float | int], ...]] = [()]
+    combos: list[tuple[tuple[str, float | int | str], ...]] = [()]
     for pname, typ, default in kind.params:
         values_ = given.get(pname, [typ(default)])
         combos = [(*c, (pname, v)) for c in combos for v in values_]

@@ -11,6 +11,7 @@
 from .document import Block, render_html, render_markdown
 from .figures import (
     GAIN_COLOR,
+    GROUP_COLORS,
     PRETRAINED_COLOR,
     RANDOM_COLOR,
     new_figure,
@@ -18,25 +19,40 @@ from .figures import (
     plot_gain_vs_parameters,
     plot_scores,
 )
-from .tables import METRIC_LABELS, fold_interval, gain_rows, score_summary, sweet_spot_text
+from .tables import (
+    BASELINE_LABELS,
+    METRIC_LABELS,
+    ScoreSeries,
+    best_layer_text,
+    fold_interval,
+    gain_rows,
+    score_series,
+    score_summary,
+    sweet_spot_text,
+)
 from .writer import ReportFiles, ReportInputs, report_blocks, write_report
 
 __all__ = [
     "PRETRAINED_COLOR",
     "RANDOM_COLOR",
     "GAIN_COLOR",
+    "GROUP_COLORS",
     "METRIC_LABELS",
+    "BASELINE_LABELS",
+    "ScoreSeries",
     "Block",
     "ReportFiles",
     "ReportInputs",
     "fold_interval",
     "score_summary",
+    "score_series",
     "new_figure",
     "plot_scores",
     "plot_gain",
     "plot_gain_vs_parameters",
     "gain_rows",
     "sweet_spot_text",
+    "best_layer_text",
     "report_blocks",
     "render_markdown",
     "render_html",
