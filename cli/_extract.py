@@ -19,6 +19,7 @@ from ._reliability import print_repair
 class Pool(StrEnum):
     avg = "avg"
     max = "max"
+    cls = "cls"
 
 
 class Device(StrEnum):
@@ -42,7 +43,8 @@ def extract_command(
         help="ImageFolder directory or CSV manifest (path,label[,split]).")],
     store: Annotated[str, typer.Option("--store", help="Store directory or fsspec URL.")],
     model: Annotated[str, typer.Option(
-        help="efficientnet_lite0 or a torchvision model name.")] = "efficientnet_lite0",
+        help="efficientnet_lite0, a torchvision model name, or timm:NAME for any timm model "
+             "(`featstore layers --list --family timm`).")] = "efficientnet_lite0",
     init: Annotated[list[str] | None, typer.Option(
         "--init",
         help="pretrained, pretrained:WEIGHTS, pretrained:PATH.pth, random:SEED, random:0-4 or "
@@ -52,7 +54,9 @@ def extract_command(
     layers: Annotated[list[str] | None, typer.Option(
         "--layers",
         help="'auto' (block outputs) or module paths, comma-separated or repeated.")] = None,
-    pool: Annotated[Pool, typer.Option(help="Global pooling of each activation map.")] = Pool.avg,
+    pool: Annotated[Pool, typer.Option(
+        help="Global pooling of each activation map; for transformer tokens avg/max pool the "
+             "patch tokens and cls takes the class token.")] = Pool.avg,
     image_size: Annotated[int | None, typer.Option(
         help="Resize side; default the model's standard size.")] = None,
     device: Annotated[Device, typer.Option(help="auto takes CUDA when present.")] = Device.auto,
@@ -104,7 +108,10 @@ def extract_command(
 
 def layers_command(
     model: Annotated[str | None, typer.Argument(help="Model name.")] = None,
-    list_models: Annotated[bool, typer.Option("--list", help="List the model names.")] = False,
+    list_models: Annotated[bool, typer.Option(
+        "--list", help="List the model names (timm's with --family timm).")] = False,
+    family: Annotated[str | None, typer.Option(
+        help="With --list: the models of this family only, e.g. timm.")] = None,
     all_modules: Annotated[bool, typer.Option(
         "--all", help="List every module, not just 'auto'.")] = False,
     image_size: Annotated[int | None, typer.Option(
@@ -122,7 +129,7 @@ def layers_command(
 
     console = Console()
     if list_models or model is None:
-        for name in available_models():
+        for name in available_models(family):
             console.print(name, highlight=False)
         return
     net, _ = build_model(model, parse_init("random:0"))
@@ -140,9 +147,17 @@ def layers_command(
     table.add_column("units", justify="right")
     table.add_column("activation map")
     table.add_column("auto")
-    for i, info in enumerate(describe_layers(model, net, names, size)):
-        table.add_row(str(i), info.name, str(info.units), "x".join(map(str, info.shape)),
-                      "yes" if info.name in auto else "")
+    infos = describe_layers(model, net, names, size)
+    tokens = any(info.prefix_tokens for info in infos)  # a transformer with class/register tokens
+    if tokens:
+        table.add_column("prefix tokens")
+    for i, info in enumerate(infos):
+        row = [str(i), info.name, str(info.units), "x".join(map(str, info.shape)),
+               "yes" if info.name in auto else ""]
+        if tokens:
+            row.append(f"{info.prefix_tokens}{' (cls)' if info.class_token else ''}"
+                       if info.prefix_tokens else "")
+        table.add_row(*row)
     console.print(table)
 
 

@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import warnings
@@ -1001,6 +1002,7 @@ def preprocess(
     mean: Sequence[float],
     std: Sequence[float],
     interpolation: str = "bilinear",
+    crop_pct: float = 1.0,
 ) -> torch.Tensor:
     """Resize an RGB image to ``size x size`` and normalize it.
 
@@ -1014,13 +1016,20 @@ def preprocess(
         Per-channel normalization applied to values in [0, 1].
     interpolation : {"bilinear", "bicubic", "nearest"}
         Resampling filter (antialiased).
+    crop_pct : float
+        Below 1: resize the whole image to ``floor(size / crop_pct)`` square first, then keep
+        the central ``size x size`` pixels (timm's evaluation crop; see
+        :class:`featstore.models.TransformSpec`).
 
     Returns
     -------
     torch.Tensor
         Float32 tensor of shape (3, size, size).
     """
-    resized = TF.resize(image, [size, size], interpolation=_INTERPOLATIONS[interpolation],
+    side = size if crop_pct == 1.0 else math.floor(size / crop_pct)
+    resized = TF.resize(image, [side, side], interpolation=_INTERPOLATIONS[interpolation],
                         antialias=True)
+    if side != size:
+        resized = TF.center_crop(resized, [size, size])
     tensor = TF.pil_to_tensor(resized).to(torch.float32).div_(255.0)
     return TF.normalize(tensor, list(mean), list(std))

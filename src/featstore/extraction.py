@@ -61,6 +61,7 @@ from .models import (
     model_entry,
     parse_init,
     parse_layers,
+    select_for_pool,
 )
 from .progress import Progress
 from .scheduler import Runner, parse_scheduler
@@ -124,6 +125,9 @@ def plan_layout(config: ExtractConfig) -> _Plan:
     layer_spec: str | Sequence[str] = "auto" if list(config.layers) == ["auto"] else config.layers
     layers = parse_layers(config.model, skeleton, layer_spec)
     infos = describe_layers(config.model, skeleton, layers, transform.size)
+    named = [p.strip() for t in config.layers for p in str(t).split(",") if p.strip() != "auto"]
+    infos = select_for_pool(config.model, infos, config.pool, named)  # cls: class tokens only
+    layers = [info.name for info in infos]
     recalibrated = [spec.name for spec in specs if spec.recalibrate]
     if recalibrated and not norm_layers(skeleton):
         raise FeatstoreInputError(
@@ -134,7 +138,8 @@ def plan_layout(config: ExtractConfig) -> _Plan:
     records = source.records
     layout = StoreLayout(
         model=config.model,
-        layers=tuple(LayerSpec(info.name, info.units, tuple(info.shape), info.channel_axis)
+        layers=tuple(LayerSpec(info.name, info.units, tuple(info.shape), info.channel_axis,
+                               info.prefix_tokens, info.class_token)
                      for info in infos),
         transform=transform.to_dict(),
         pool=config.pool,
@@ -205,7 +210,7 @@ class _ImageDataset(Dataset[tuple[torch.Tensor, int, str]]):
             image = self.source.load(index)
         except UnreadableImageError as exc:
             return torch.zeros(3, t.size, t.size), index, exc.reason
-        return preprocess(image, t.size, t.mean, t.std, t.interpolation), index, ""
+        return preprocess(image, t.size, t.mean, t.std, t.interpolation, t.crop_pct), index, ""
 
 
 def _chunk_batches(chunks: Sequence[int], n_images: int, chunk_images: int,
@@ -534,6 +539,14 @@ def _check_float16(features: dict[str, np.ndarray], init_name: str) -> None:
             )
 
 
+def _token_layout(plan: _Plan) -> dict[str, Any]:
+    """PooledExtractor's ``prefix_tokens`` and ``class_tokens`` from the layout's layers."""
+    return {
+        "prefix_tokens": {spec.name: spec.prefix_tokens for spec in plan.layout.layers},
+        "class_tokens": [spec.name for spec in plan.layout.layers if spec.class_token],
+    }
+
+
 def _float16_preflight(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Module,
                        init_name: str) -> None:
     """Refuse a float16 init before anything of it is written: one batch, every layer."""
@@ -541,7 +554,7 @@ def _float16_preflight(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Modu
     batch = torch.stack([dataset[i][0] for i in first]).to(plan.device)
     channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
     extractor = PooledExtractor(model.to(plan.device), plan.layers, plan.config.pool,
-                                channel_axes)
+                                channel_axes, **_token_layout(plan))
     _check_float16(extractor(batch), init_name)
 
 
@@ -586,7 +599,8 @@ def _extract_init(
     if plan.device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
-    extractor = PooledExtractor(model, plan.layers, config.pool, channel_axes)
+    extractor = PooledExtractor(model, plan.layers, config.pool, channel_axes,
+                                **_token_layout(plan))
     batches = _chunk_batches(pending, n_images, chunk_images, config.batch_size)
     loader: DataLoader[Any] = DataLoader(
         dataset,

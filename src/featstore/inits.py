@@ -1,9 +1,11 @@
 """``--init`` values: how a model's weights are initialised, parsed once.
 
 An init is ``pretrained`` (the model's ImageNet weights), ``pretrained:WEIGHTS`` (named weights),
-``pretrained:PATH`` (a local state-dict checkpoint), ``random:SEED`` (the architecture's own
-random initialisation, seeded) or ``shuffled:SEED`` (the pretrained weights permuted within each
-tensor); any of them with ``+bn`` re-estimates the normalization statistics on the data.
+``pretrained:PATH`` (a local state-dict checkpoint: ``.pth``, ``.pt``, ``.bin`` or
+``.safetensors``), ``pretrained:hf-hub:ORG/NAME`` (weights of a Hugging Face hub model),
+``random:SEED`` (the architecture's own random initialisation, seeded) or ``shuffled:SEED`` (the
+pretrained weights permuted within each tensor); any of them with ``+bn`` re-estimates the
+normalization statistics on the data.
 :func:`parse_init` / :func:`parse_inits` turn user text into :class:`InitSpec` objects (ranges
 such as ``random:0-4`` expand to five); :func:`init_kind` answers "which group is this stored
 init name?" with the same grammar, without touching the filesystem, so that every part of
@@ -20,8 +22,8 @@ from typing import Final, Literal
 
 from .errors import InitSpecError
 
-__all__ = ["INIT_KINDS", "RECALIBRATED", "BASELINE_GROUPS", "InitSpec", "parse_init", "parse_inits",
-           "init_kind"]
+__all__ = ["INIT_KINDS", "RECALIBRATED", "BASELINE_GROUPS", "HF_HUB_PREFIX", "InitSpec",
+           "parse_init", "parse_inits", "init_kind"]
 
 #: the kinds of init: trained weights, the architecture's seeded random initialisation, and the
 #: trained weights with every tensor's entries permuted (seeded)
@@ -36,12 +38,17 @@ _MAX_SEED: Final = 2**64 - 1
 _WEIGHTS_RE: Final = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Z_][A-Z0-9_]*")
 _SEED_RE: Final = re.compile(r"[0-9]+")
 _RANGE_RE: Final = re.compile(r"([0-9]+)-([0-9]+)")
-_CHECKPOINT_SUFFIXES: Final = (".pth", ".pt")
+_CHECKPOINT_SUFFIXES: Final = (".pth", ".pt", ".bin", ".safetensors")
+#: prefix of a Hugging Face hub model id in ``pretrained:hf-hub:ORG/NAME``
+HF_HUB_PREFIX: Final = "hf-hub:"
+#: a hub repository id ``ORG/NAME`` (letters, digits, ``-``, ``_``, ``.``; no ``--``/``..``)
+_HUB_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
 #: at most this many inits from one seed range
 _MAX_RANGE: Final = 1000
 _INIT_FORMS: Final = (
     "allowed: 'pretrained', 'pretrained:WEIGHTS' (e.g. IMAGENET1K_V2 or "
-    "ResNet50_Weights.IMAGENET1K_V2), 'pretrained:/path/to/checkpoint.pth' (or .pt), "
+    "ResNet50_Weights.IMAGENET1K_V2), 'pretrained:/path/to/checkpoint.pth' (or .pt, .bin, "
+    ".safetensors), 'pretrained:hf-hub:ORG/NAME' (a Hugging Face hub model), "
     "'random:SEED' (SEED a non-negative integer; 'random:0-4' for seeds 0 to 4), "
     "'shuffled:SEED' (the pretrained weights permuted within each tensor), each optionally "
     "followed by '+bn' (normalization statistics re-estimated on the data)"
@@ -64,14 +71,17 @@ class InitSpec:
         (``"ResNet18_Weights.IMAGENET1K_V1"``) or ``"DEFAULT"``; None means the model's default
         weights. Only with ``kind="pretrained"``.
     path : str or None
-        Absolute path of a local state-dict checkpoint (``.pth``/``.pt``). Only with
-        ``kind="pretrained"``, not together with ``weights``.
+        Absolute path of a local state-dict checkpoint (``.pth``, ``.pt``, ``.bin`` or
+        ``.safetensors``). Only with ``kind="pretrained"``, not together with ``weights``.
     seed : int or None
         Seed in ``[0, 2**64)``: of the random initialisation, or of the permutation. Required with
         ``kind="random"`` and ``kind="shuffled"``.
     recalibrate : bool
         Re-estimate the normalization layers' running statistics on the data being extracted
         before extracting (``+bn``; see :mod:`featstore.baselines`).
+    hub : str or None
+        Hugging Face hub model id ``ORG/NAME`` whose weights to load (``pretrained:hf-hub:``).
+        Only with ``kind="pretrained"``, not together with ``weights`` or ``path``.
 
     Raises
     ------
@@ -84,6 +94,7 @@ class InitSpec:
     path: str | None = None
     seed: int | None = None
     recalibrate: bool = False
+    hub: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind in ("random", "shuffled"):
@@ -92,7 +103,7 @@ class InitSpec:
                 raise InitSpecError(
                     f"{self.kind} init needs a seed in [0, 2**64), got {seed!r}; {_INIT_FORMS}"
                 )
-            if self.weights is not None or self.path is not None:
+            if self.weights is not None or self.path is not None or self.hub is not None:
                 raise InitSpecError(f"a {self.kind} init takes a seed only, no weights or path")
         elif self.kind == "pretrained":
             if self.seed is not None:
@@ -101,13 +112,23 @@ class InitSpec:
                 )
             if self.weights is not None and self.path is not None:
                 raise InitSpecError("a pretrained init takes weights or a path, not both")
+            if self.hub is not None and (self.weights is not None or self.path is not None):
+                raise InitSpecError(
+                    "a pretrained init takes one of weights, a path or a hub model id"
+                )
+            if self.hub is not None and not _is_hub_id(self.hub):
+                raise InitSpecError(
+                    f"malformed Hugging Face hub model id {self.hub!r}; expected ORG/NAME, "
+                    "as in 'pretrained:hf-hub:MahmoodLab/UNI'"
+                )
             if self.weights is not None and not _is_weights_name(self.weights):
                 raise InitSpecError(f"malformed weights name {self.weights!r}; {_INIT_FORMS}")
             if self.path is not None and not (
                 os.path.isabs(self.path) and self.path.endswith(_CHECKPOINT_SUFFIXES)
             ):
                 raise InitSpecError(
-                    f"checkpoint path {self.path!r} must be absolute and end in .pth or .pt"
+                    f"checkpoint path {self.path!r} must be absolute and end in .pth or .pt "
+                    "(or .bin, .safetensors)"
                 )
         else:
             raise InitSpecError(f"unknown init kind {self.kind!r}; {_INIT_FORMS}")
@@ -119,11 +140,14 @@ class InitSpec:
         """Canonical text of this init, accepted by :func:`parse_init`.
 
         Examples: ``"pretrained"``, ``"pretrained:IMAGENET1K_V1"``,
-        ``"pretrained:/abs/ckpt.pth"``, ``"random:0"``, ``"random:0+bn"``, ``"shuffled:3"``.
+        ``"pretrained:/abs/ckpt.pth"``, ``"pretrained:hf-hub:MahmoodLab/UNI"``, ``"random:0"``,
+        ``"random:0+bn"``, ``"shuffled:3"``.
         """
         suffix = RECALIBRATED if self.recalibrate else ""
         if self.kind in ("random", "shuffled"):
             return f"{self.kind}:{self.seed}{suffix}"
+        if self.hub is not None:
+            return f"pretrained:{HF_HUB_PREFIX}{self.hub}{suffix}"
         if self.path is not None:
             return f"pretrained:{self.path}{suffix}"
         if self.weights is not None:
@@ -145,7 +169,7 @@ class InitSpec:
         the default ``pretrained`` weights for ``shuffled``, itself without ``+bn`` otherwise."""
         if self.kind == "shuffled":
             return InitSpec("pretrained")
-        return InitSpec(self.kind, self.weights, self.path, self.seed)
+        return InitSpec(self.kind, self.weights, self.path, self.seed, hub=self.hub)
 
 
 #: init groups the knowledge gain is measured against, in the order reports show them
@@ -154,6 +178,15 @@ BASELINE_GROUPS: Final = ("random", "random+bn", "shuffled", "shuffled+bn")
 
 def _is_weights_name(text: str) -> bool:
     return _WEIGHTS_RE.fullmatch(text) is not None and not _looks_like_path(text)
+
+
+def _is_hub_id(text: str) -> bool:
+    return (
+        isinstance(text, str)
+        and _HUB_RE.fullmatch(text) is not None
+        and "--" not in text
+        and ".." not in text
+    )
 
 
 def _looks_like_path(text: str) -> bool:
@@ -187,6 +220,7 @@ def init_kind(name: str) -> str:
     ----------
     name : str
         An init name as stored, e.g. ``"pretrained"``, ``"pretrained:/abs/ckpt.pth"``,
+        ``"pretrained:/abs/model.safetensors"``, ``"pretrained:hf-hub:ORG/NAME"``,
         ``"random:0"``, ``"random:0+bn"``, ``"shuffled:1"``.
 
     Returns
@@ -212,7 +246,8 @@ def parse_init(text: str) -> InitSpec:
     text : str
         One of ``"pretrained"``, ``"pretrained:WEIGHTS"`` (``IMAGENET1K_V2``,
         ``ResNet50_Weights.IMAGENET1K_V2`` or ``DEFAULT``), ``"pretrained:PATH"`` (an existing
-        ``.pth``/``.pt`` file; relative paths and ``~`` are made absolute), ``"random:SEED"``
+        ``.pth``, ``.pt``, ``.bin`` or ``.safetensors`` file; relative paths and ``~`` are made
+        absolute), ``"pretrained:hf-hub:ORG/NAME"`` (a Hugging Face hub model), ``"random:SEED"``
         or ``"shuffled:SEED"`` (a non-negative integer), each optionally followed by ``+bn``.
         Surrounding whitespace is ignored. Seed ranges (``random:0-4``) name several inits:
         see :func:`parse_inits`.
@@ -264,14 +299,22 @@ def _parse(text: str, allow_range: bool) -> list[InitSpec]:
     if kind == "pretrained":
         if not sep:
             return [InitSpec("pretrained", recalibrate=recalibrate)]
+        if arg.startswith(HF_HUB_PREFIX):
+            hub = arg[len(HF_HUB_PREFIX):]
+            if not _is_hub_id(hub):
+                raise InitSpecError(
+                    f"bad --init {text!r}: {hub!r} is no Hugging Face hub model id; expected "
+                    "ORG/NAME, as in 'pretrained:hf-hub:MahmoodLab/UNI'"
+                )
+            return [InitSpec("pretrained", hub=hub, recalibrate=recalibrate)]
         if _looks_like_path(arg):
             return [InitSpec("pretrained", path=_parse_checkpoint_path(arg, text),
                              recalibrate=recalibrate)]
         if _WEIGHTS_RE.fullmatch(arg):
             return [InitSpec("pretrained", weights=arg, recalibrate=recalibrate)]
         raise InitSpecError(
-            f"bad --init {text!r}: {arg!r} is neither a weights name nor a .pth/.pt path; "
-            f"{_INIT_FORMS}"
+            f"bad --init {text!r}: {arg!r} is neither a weights name nor a .pth/.pt path "
+            f"(nor .bin, .safetensors or hf-hub:ORG/NAME); {_INIT_FORMS}"
         )
     seeds = _parse_seeds(text, kind, arg, allow_range)
     return [InitSpec(kind, seed=seed, recalibrate=recalibrate) for seed in seeds]  # type: ignore[arg-type]
@@ -302,7 +345,8 @@ def _parse_checkpoint_path(arg: str, text: str) -> str:
     path = os.path.abspath(os.path.expanduser(arg))
     if not path.endswith(_CHECKPOINT_SUFFIXES):
         raise InitSpecError(
-            f"bad --init {text!r}: a checkpoint must be a .pth or .pt file; {_INIT_FORMS}"
+            f"bad --init {text!r}: a checkpoint must be a .pth or .pt file (or .bin, "
+            f".safetensors); {_INIT_FORMS}"
         )
     if not os.path.isfile(path):
         raise InitSpecError(f"bad --init {text!r}: checkpoint file '{path}' does not exist")

@@ -129,13 +129,16 @@ def _checked_compressors() -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One stored layer: module path, unit count, activation-map shape (no batch axis) and the
-    axis of that shape holding the units."""
+    """One stored layer: module path, unit count, activation-map shape (no batch axis), the
+    axis of that shape holding the units, and for a transformer's token sequence the number of
+    prefix tokens (left out of ``avg``/``max`` pooling) and whether token 0 is a class token."""
 
     name: str
     units: int
     shape: tuple[int, ...]
     channel_axis: int = 0
+    prefix_tokens: int = 0
+    class_token: bool = False
 
     @property
     def var(self) -> str:
@@ -436,6 +439,9 @@ class FeatureStore:
                 "units": layer.units,
                 "coordinates": " ".join(coords),
             })
+            if layer.prefix_tokens:  # token layout, only where there is one (older stores: none)
+                array.attrs.update({"prefix_tokens": layer.prefix_tokens,
+                                    "class_token": layer.class_token})
             failpoint("create.array")
         internal = group.create_group(S.INTERNAL_GROUP)
         internal.create_array(S.PROGRESS_ARRAY, shape=(0, layout.n_chunks), chunks=(1, 1),

@@ -27,7 +27,16 @@ def file_sha256(path: str) -> str:
 
 
 def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    """State dict stored at ``path``: raw, or under a ``"state_dict"`` or ``"model"`` key."""
+    """State dict stored at ``path``: a ``.safetensors`` file, or a PyTorch file (``.pth``,
+    ``.pt``, ``.bin``) holding the state dict raw or under a ``"state_dict"`` or ``"model"`` key.
+
+    Raises
+    ------
+    InitSpecError
+        For a missing or unreadable file, or one that holds no state dict.
+    """
+    if str(path).endswith(".safetensors"):
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -52,6 +61,26 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
             "possibly under 'state_dict' or 'model')"
         )
     state = dict(obj)
+    if all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
+        state = {key[len("module.") :]: value for key, value in state.items()}
+    return state
+
+
+def _read_safetensors(path: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device="cpu")
+    except FileNotFoundError as exc:
+        raise InitSpecError(f"checkpoint file '{path}' does not exist") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InitSpecError(
+            f"cannot read checkpoint '{path}' as a safetensors file: {reason}"
+        ) from exc
+    if not state:
+        raise InitSpecError(f"checkpoint '{path}' holds no tensors")
     if all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
         state = {key[len("module.") :]: value for key, value in state.items()}
     return state

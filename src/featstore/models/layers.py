@@ -9,7 +9,7 @@ sorted here in network order.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,16 @@ from torch import nn
 
 from featstore.errors import FeatstoreInputError, UnknownLayerError, UnknownModelError
 
-from .registry import ChannelAxisRule, default_channel_axis, model_entry
+from .registry import (
+    ChannelAxisRule,
+    TokenRule,
+    default_channel_axis,
+    default_tokens,
+    model_entry,
+)
 
-__all__ = ["LayerInfo", "auto_layers", "parse_layers", "describe_layers", "in_network_order"]
+__all__ = ["LayerInfo", "auto_layers", "parse_layers", "describe_layers", "in_network_order",
+           "select_for_pool"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +46,19 @@ class LayerInfo:
         ``(C,)`` for vectors.
     channel_axis : int
         Axis of ``shape`` that holds the units; pooling reduces every other axis.
+    prefix_tokens : int
+        For a ``(n_tokens, C)`` sequence: how many tokens precede the patch tokens (class,
+        distillation, register tokens); ``avg``/``max`` pooling leaves them out. 0 otherwise.
+    class_token : bool
+        Whether token 0 of the sequence is a class token (what ``--pool cls`` takes).
     """
 
     name: str
     units: int
     shape: tuple[int, ...]
     channel_axis: int = 0
+    prefix_tokens: int = 0
+    class_token: bool = False
 
 
 
@@ -154,6 +168,13 @@ def _channel_axis_rule(model_name: str) -> ChannelAxisRule:
         return default_channel_axis
 
 
+def _token_rule(model_name: str) -> TokenRule:
+    try:
+        return model_entry(model_name).tokens
+    except UnknownModelError:
+        return default_tokens
+
+
 def _units(shape: tuple[int, ...], channel_axis: int) -> int:
     return shape[channel_axis] if shape else 1
 
@@ -179,7 +200,8 @@ def describe_layers(
     -------
     list of LayerInfo
         One per layer, in the order given. ``units`` is the channel dimension: ``shape[0]`` of a
-        (C, H, W) map, ``shape[-1]`` of a (n_tokens, C) sequence or of a Swin (H, W, C) map.
+        (C, H, W) map, ``shape[-1]`` of a (n_tokens, C) sequence or of a Swin (H, W, C) map;
+        ``prefix_tokens`` and ``class_token`` come from the model's token rule.
 
     Raises
     ------
@@ -192,6 +214,7 @@ def describe_layers(
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise FeatstoreInputError(f"image size must be a positive integer, got {image_size!r}")
     channel_axis = _channel_axis_rule(model_name)
+    tokens = _token_rule(model_name)
     modules = dict(model.named_modules())
     unknown = [layer for layer in layers if layer not in modules or not layer]
     if unknown:
@@ -235,6 +258,57 @@ def describe_layers(
             )
         shape = tuple(int(n) for n in seen[0].shape[1:])
         axis = channel_axis(model, layer, shape) if shape else 0
+        prefix, cls = tokens(model, layer, shape) if len(shape) == 2 else (0, False)
         infos.append(LayerInfo(name=layer, units=_units(shape, axis), shape=shape,
-                               channel_axis=axis))
+                               channel_axis=axis, prefix_tokens=int(prefix),
+                               class_token=bool(cls)))
     return infos
+
+
+def _poolable(info: LayerInfo, pool: str) -> bool:
+    return pool != "cls" or info.class_token or len(info.shape) <= 1
+
+
+def select_for_pool(model_name: str, infos: Sequence[LayerInfo], pool: str,
+                    explicit: Collection[str] = ()) -> list[LayerInfo]:
+    """The layers a pooling can read: all of them, except that ``cls`` reads only token
+    sequences with a class token (and flat vectors, which every pool keeps as they are).
+
+    Parameters
+    ----------
+    model_name : str
+        Name of the model (for messages).
+    infos : sequence of LayerInfo
+        The selected layers (:func:`describe_layers`).
+    pool : {"avg", "max", "cls"}
+        The pooling.
+    explicit : collection of str
+        Layers the user named (not through ``auto``): with ``cls``, one of them without a class
+        token is an error, while ``auto`` layers without one (a patch embedding, a CNN stage)
+        are left out.
+
+    Returns
+    -------
+    list of LayerInfo
+        ``infos`` in order, without the left-out layers.
+
+    Raises
+    ------
+    FeatstoreInputError
+        For ``cls`` on a named layer without a class token, or when no layer has one.
+    """
+    named = set(explicit)
+    for info in infos:
+        if info.name in named and not _poolable(info, pool):
+            raise FeatstoreInputError(
+                f"--pool cls: layer {info.name!r} of {model_name} has no class token "
+                f"(activation {'x'.join(map(str, info.shape))}); choose layers with one "
+                f"(`featstore layers {model_name}` lists them) or --pool avg/max"
+            )
+    kept = [info for info in infos if _poolable(info, pool)]
+    if pool == "cls" and not any(info.class_token for info in kept):
+        raise FeatstoreInputError(
+            f"--pool cls: no chosen layer of {model_name} is a token sequence with a class "
+            "token (only vision transformers have one); use --pool avg or --pool max"
+        )
+    return kept
