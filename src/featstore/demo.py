@@ -1,13 +1,15 @@
 """``featstore demo``: the whole method, end to end, on real tissue, in a few minutes.
 
-extract (efficientnet_lite0; ImageNet weights and two random-weight seeds) -> probe (logistic
-regression, 5 folds) -> report, all under one output folder::
+extract (efficientnet_lite0; ImageNet weights, five random-weight seeds, one random seed with its
+normalization statistics re-estimated on the images and one shuffled-weights control) -> probe
+(logistic regression, 5 folds) -> knowledge gain against each baseline -> report, all under one
+output folder::
 
     featstore-demo/
       data/        the images used (the built-in IHC tiles, or a small subset of a public set)
       store.zarr   the feature store (probe results inside it)
       results.csv  probe scores per layer, init, classifier and metric (mean and std over folds)
-      gain.csv     knowledge gain per classifier, layer and metric
+      gain.csv     knowledge gain per classifier, layer, metric and baseline
       report/      figures, report.md and report.html
 
 Data, when none is given: a public pathology set already in featstore's dataset cache; else an
@@ -34,6 +36,7 @@ from .errors import DataSourceError, FeatstoreError
 from .report import ReportFiles, write_report
 
 __all__ = [
+    "DEMO_INITS",
     "IHC_CLASSES",
     "PUBLIC_DATASETS",
     "IHCTile",
@@ -45,6 +48,9 @@ __all__ = [
     "run_demo",
 ]
 
+#: inits of the demo: five random seeds (the gain's CI resamples them), one ``+bn`` seed and
+#: one shuffled-weights control
+DEMO_INITS: tuple[str, ...] = ("pretrained", "random:0-4", "random:0+bn", "shuffled:0")
 #: class names of the built-in set, index = label
 IHC_CLASSES: tuple[str, str] = ("dab_rich", "hematoxylin_rich")
 #: public sets the demo looks for in the dataset cache, in order; the first is also fetched
@@ -355,7 +361,7 @@ def run_demo(
     out: str | os.PathLike[str] = "featstore-demo",
     *,
     model: str = "efficientnet_lite0",
-    inits: Sequence[str] = ("pretrained", "random:0", "random:1"),
+    inits: Sequence[str] = DEMO_INITS,
     classifiers: Sequence[str] = ("logreg",),
     folds: int = 5,
     seed: int = 0,
@@ -380,7 +386,9 @@ def run_demo(
     model : str
         Network.
     inits : sequence of str
-        ``pretrained`` and ``random:SEED`` inits.
+        ``pretrained`` and baseline inits (seed ranges such as ``random:0-4`` expand); default
+        :data:`DEMO_INITS`: five random seeds, so that the gain's interval carries the variance
+        between seeds.
     classifiers : sequence of str
         Probe classifiers.
     folds, seed : int
