@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import featstore
+from featstore.data import preprocess
 from featstore.errors import FeatstoreInputError, InitSpecError, WeightsUnavailableError
 from featstore.models import (
     TransformSpec,
@@ -193,6 +194,22 @@ def test_transform_from_data_config() -> None:
     with pytest.raises(FeatstoreInputError, match=r"takes 224x224 inputs only; build it for 64 "
                        r"with --model 'timm:vit_tiny_patch16_224\(img_size=64\)'"):
         default_transform(f"timm:{VIT}", 64)
+
+
+def test_transform_crop_round_trip_and_preprocess() -> None:
+    spec = TransformSpec(8, "bilinear", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), crop_pct=0.75)
+    assert spec.resize_size == 10 and TransformSpec.from_dict(spec.to_dict()) == spec
+    assert TransformSpec.from_dict({k: v for k, v in spec.to_dict().items()
+                                    if k != "crop_pct"}).crop_pct == 1.0
+    for bad in (0.0, 1.5, True):
+        with pytest.raises(FeatstoreInputError, match="crop_pct must be a float in"):
+            TransformSpec(8, "bilinear", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), crop_pct=bad)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    expected = np.asarray(image.resize((10, 10), Image.Resampling.BILINEAR), dtype=np.float64)
+    expected = (expected[1:9, 1:9] / 255.0 - 0.5) / 0.25  # centre 8x8 of the 10x10 resize
+    actual = preprocess(image, 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 0.75)
+    assert_rel(actual.permute(1, 2, 0).numpy(), expected, "crop")
 
 
 def test_random_init_is_timms_own_seeded() -> None:

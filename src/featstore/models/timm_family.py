@@ -370,7 +370,8 @@ def _build_hub(spec: TimmName, name: str, repo: str) -> tuple[nn.Module, str, st
     differ = {k: v for k, v in dict(hub_args or {}).items()
               if k not in _RESERVED and (k not in ours or ours[k] != v)}
     if differ:
-        wanted = ", ".join(f"{k}={v!r}" for k, v in {**ours, **differ}.items())
+        wanted = ",".join(f"{k}={v!r}" for k, v in {**ours, **differ,
+                                                     **dict(spec.data_args)}.items())
         raise InitSpecError(
             f"--init pretrained:{source} builds {arch} with {', '.join(differ)} set; pass "
             f"--model '{_PREFIX}{spec.arch}({wanted})' so that every init of the store has "
