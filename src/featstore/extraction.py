@@ -753,15 +753,16 @@ def extract(
     store : str
         Store path or fsspec URL (``memory://...``).
     model : str
-        ``"efficientnet_lite0"`` or any torchvision classification model.
+        ``"efficientnet_lite0"``, any torchvision classification model, or ``"timm:NAME"``.
     inits : sequence of str
         ``"pretrained"``, ``"pretrained:WEIGHTS"``, ``"pretrained:PATH.pth"``, ``"random:SEED"``
         (``"random:0-4"``: seeds 0 to 4), ``"shuffled:SEED"``, each optionally with ``+bn``
         (:mod:`featstore.inits`).
     layers : "auto" or sequence of str
         Block outputs (``"auto"``) or module paths.
-    pool : {"avg", "max"}
-        Global pooling of each activation map.
+    pool : {"avg", "max", "cls"}
+        Global pooling of each activation map (of a transformer's patch tokens; ``"cls"``: the
+        class token, of the layers that have one).
     image_size : int, optional
         Side length after resizing; default the model's standard size.
     device : {"auto", "cpu", "cuda"}
