@@ -2,7 +2,10 @@
 remote stores and hostile inputs, all through `featstore extract` / `featstore verify`.
 
 The SIGKILL tests run real processes forked from a pre-imported server (tools/fault_injection.py,
-whose full campaign writes RELIABILITY.md); the others run in this process.
+whose full campaign writes RELIABILITY.md); the others run in this process. Everything runs on
+the registered test model ``tiny_cnn`` (tests/_tiny_model.py) at 16 px; the campaigns extract 8
+of its layers so that each failpoint count (``kill@N``) lands where it does with the 18 layers
+of efficientnet_lite0, the full campaign's model.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import errno
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -29,9 +33,13 @@ from featstore.verify import verify_store
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import fault_injection as FI  # noqa: E402
 
-SMALL = {"image_size": 32, "batch_size": 2, "chunk_images": 2, "device": "cpu"}
-CLI_SMALL = ["--image-size", "32", "--batch-size", "2", "--chunk-images", "2", "--device", "cpu",
-             "-q"]
+SMALL: dict[str, Any] = {"model": "tiny_cnn", "image_size": 16, "batch_size": 2,
+                         "chunk_images": 2, "device": "cpu"}
+CLI_SMALL = ["--model", "tiny_cnn", "--image-size", "16", "--batch-size", "2", "--chunk-images",
+             "2", "--device", "cpu", "-q"]
+#: model options of the fault-injection campaigns: 8 layers (tiny_cnn's auto set is stem, block)
+MODEL = ("--model", "tiny_cnn", "--layers",
+         "stem.0,stem.1,stem.2,stem,block.0,block.1,block.2,block", "--image-size", "16")
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +106,7 @@ def flip(url: str, key: str) -> None:
 
 @pytest.mark.slow
 def test_random_sigkills_each_resumed_end_equal_to_uninterrupted(runner, tmp_path):
-    outcome = FI.kill_campaign(runner, tmp_path, kills=3, per_class=3, seed=1)
+    outcome = FI.kill_campaign(runner, tmp_path, kills=3, per_class=3, seed=1, model=MODEL)
     assert outcome.ok, outcome.failures
     assert outcome.tried == 3 and outcome.lost == 0
     assert all(row[4] == "0" and row[5] == "0" for row in outcome.rows)  # no damage, no redo
@@ -108,7 +116,7 @@ def test_random_sigkills_each_resumed_end_equal_to_uninterrupted(runner, tmp_pat
 def test_sigkill_during_creation_replacement_append_and_chunk_writes(runner, tmp_path):
     points = ("create.array=kill@3", "create.array=kill@5", "add_inits.resize=kill@4",
               "write_chunk.before_marker=kill@2")
-    outcome = FI.failpoint_campaign(runner, tmp_path, per_class=2, only=points)
+    outcome = FI.failpoint_campaign(runner, tmp_path, per_class=2, only=points, model=MODEL)
     assert outcome.tried == len(points)
     assert outcome.ok, outcome.failures
     phases = [row[3] for row in outcome.rows]
@@ -132,10 +140,10 @@ def test_failpoints_do_nothing_unless_asked(monkeypatch):
 def test_flipped_byte_reported_then_repaired_to_equal_untouched(url, data, clean):
     featstore.extract(str(data), url, inits=("random:0", "random:1"), **SMALL)
     store = FeatureStore.open(url)
-    flip(url, store.chunk_key("blocks.4", (1, 2, 0)))
+    flip(url, store.chunk_key("block", (1, 2, 0)))
     report = verify_store(url)
     assert [(p.kind, p.variable, p.init, p.start, p.stop) for p in report.problems] == [
-        ("corrupt", "blocks.4", "random:1", 4, 6)]
+        ("corrupt", "block", "random:1", 4, 6)]
     seen = []
     original = featstore.extraction._extract_init
 
@@ -158,11 +166,11 @@ def test_cli_verify_then_extract_repair(data, clean, tmp_path, capsys):
     assert run_cli(args, capsys)[0] == 0
     store = FeatureStore.open(url)
     flip(url, store.chunk_key("stem", (0, 1, 0)))
-    (Path(url) / store.chunk_key("head", (1, 0, 0))).unlink()
+    (Path(url) / store.chunk_key("block", (1, 0, 0))).unlink()
     code, out, err = run_cli(["verify", url], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "1 chunk corrupt, 1 chunk missing" in err and "--repair" in err
-    assert "stem" in out and "head" in out and "2-3" in out and "0-1" in out
+    assert "stem" in out and "block" in out and "2-3" in out and "0-1" in out
     code, _, err = run_cli([*args, "--repair"], capsys)
     assert code == 0 and "recomputing 2 damaged chunks" in err
     assert run_cli(["verify", url], capsys)[0] == 0
@@ -177,7 +185,7 @@ def test_repair_of_a_store_that_does_not_exist(data, tmp_path, capsys):
 
 
 def test_corruption_campaign_every_kind_detected_and_repaired(runner, tmp_path):
-    outcome = FI.corruption_campaign(runner, tmp_path, per_class=2, seed=3)
+    outcome = FI.corruption_campaign(runner, tmp_path, per_class=2, seed=3, model=MODEL)
     assert outcome.tried == 9
     assert outcome.ok, outcome.failures
 
@@ -218,7 +226,7 @@ def test_lock_is_released_after_a_crash_and_not_left_in_the_store(data, tmp_path
 
 
 def test_concurrent_processes_second_refused_first_correct_stale_taken_over(runner, tmp_path):
-    outcome = FI.concurrency(runner, tmp_path, per_class=2)
+    outcome = FI.concurrency(runner, tmp_path, per_class=2, model=MODEL)
     assert outcome.ok, outcome.failures
     assert "exit 2" in outcome.rows[0][1] and "is locked by pid" in outcome.rows[0][1]
 
@@ -263,7 +271,7 @@ def test_disk_full_in_the_library_is_a_runtime_error(data, tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_disk_full_on_a_real_tiny_tmpfs(runner, tmp_path):
-    outcome = FI.disk_full(runner, tmp_path, per_class=2)
+    outcome = FI.disk_full(runner, tmp_path, per_class=2, model=MODEL)
     if outcome.skipped:
         pytest.skip(outcome.skipped)
     assert outcome.ok, outcome.failures
@@ -342,7 +350,7 @@ def test_bad_image_one_line_exit_2_or_recorded_skip(case, name, content, tmp_pat
     assert code == 0
     ds = featstore.open_store(url)
     assert ds["valid"].values.tolist() == [p != f"tumour/{name}" for p in paths]
-    assert np.isnan(ds["head"].isel(init=0, image=paths.index(f"tumour/{name}")).values).all()
+    assert np.isnan(ds["block"].isel(init=0, image=paths.index(f"tumour/{name}")).values).all()
 
 
 def test_16bit_cmyk_unicode_spaces_and_symlink_loops_work(tmp_path, capsys):
@@ -361,7 +369,7 @@ def test_16bit_cmyk_unicode_spaces_and_symlink_loops_work(tmp_path, capsys):
     ds = featstore.open_store(url)
     assert ds["path"].values.tolist() == ["b/bild 名.png", "klasse ä/cmyk 1.jpg",
                                           "klasse ä/g16.png"]
-    assert np.isfinite(ds["head"].values).all()
+    assert np.isfinite(ds["block"].values).all()
 
 
 @pytest.mark.parametrize(("text", "message"), [

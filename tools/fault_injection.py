@@ -21,6 +21,11 @@ Usage::
 
     python tools/fault_injection.py --quick   # minutes: few kills, writes RELIABILITY-quick.md
     python tools/fault_injection.py           # the full campaign (20 kills): RELIABILITY.md
+
+Every campaign extracts with efficientnet_lite0 at 32 px (:data:`MODEL_OPTIONS`) unless given
+other model options (``model=``; ``--model``, ``--image-size``, ``--layers`` on the command
+line). The tests use a two-block test model, with enough layers that every failpoint count
+(``kill@N``) lands where it does with efficientnet_lite0.
 """
 
 from __future__ import annotations
@@ -51,9 +56,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "RELIABILITY.md"
 REPORT_QUICK = ROOT / "RELIABILITY-quick.md"
 
-#: options of every extraction here: tiny inputs, small chunks, one CPU thread
-EXTRACT_OPTIONS = ("--image-size", "32", "--batch-size", "2", "--chunk-images", "2",
-                   "--device", "cpu", "-q")
+#: the model of the campaigns unless one is given (``--model``, ``--image-size``, ``--layers``
+#: options of ``featstore extract``): efficientnet_lite0 at 32 px, its 18 ``auto`` layers.
+#: The tests pass a smaller model (tests/test_reliability.py: tiny_cnn, 8 layers at 16 px).
+MODEL_OPTIONS: tuple[str, ...] = ("--model", "efficientnet_lite0", "--image-size", "32")
+#: options of every extraction here: small chunks, one CPU thread
+EXTRACT_OPTIONS = ("--batch-size", "2", "--chunk-images", "2", "--device", "cpu", "-q")
 TWO_INITS = ("--init", "random:0", "--init", "random:1")
 
 
@@ -96,6 +104,14 @@ def _child(argv: list[str], env: dict[str, str | None], log: str) -> None:
     main(argv)
 
 
+#: modules the fork server imports once. The command line imports the library inside each
+#: command (so that ``featstore --help`` is quick): without these, every forked run would
+#: import torch, torchvision, xarray and dask again (seconds per run on a busy machine).
+PRELOAD: tuple[str, ...] = (
+    "featstore.cli.app", "featstore.extraction", "featstore.verify", "featstore.sweep",
+    "featstore.models.torchvision_family", "xarray", "dask.array", "fault_injection")
+
+
 class ForkRunner:
     """Runs ``featstore`` command lines in fresh processes forked from a pre-imported server.
 
@@ -110,7 +126,7 @@ class ForkRunner:
         if tools not in sys.path:
             sys.path.insert(0, tools)
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["featstore.cli.app", "fault_injection"])
+        self.ctx.set_forkserver_preload(list(PRELOAD))
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._n = 0
@@ -185,9 +201,10 @@ def make_images(root: Path, per_class: int = 4, seed: int = 0) -> Path:
 
 
 def extract_argv(data: Path | str, store: Path | str, inits: Sequence[str] = TWO_INITS,
-                 extra: Sequence[str] = ()) -> list[str]:
-    """``featstore extract`` arguments with this module's small options."""
-    return ["extract", str(data), "--store", str(store), *inits, *EXTRACT_OPTIONS, *extra]
+                 extra: Sequence[str] = (), model: Sequence[str] = MODEL_OPTIONS) -> list[str]:
+    """``featstore extract`` arguments: the model options, then this module's small options."""
+    return ["extract", str(data), "--store", str(store), *inits, *model, *EXTRACT_OPTIONS,
+            *extra]
 
 
 def store_difference(a: Path | str, b: Path | str) -> str | None:
@@ -310,7 +327,7 @@ class Outcome:
 
 
 def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: int = 32,
-                  seed: int = 0) -> Outcome:
+                  seed: int = 0, model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """SIGKILL one extraction ``kills`` times at random moments, resuming after every kill."""
     out = Outcome("SIGKILL at random moments of one extraction",
                   header=["kill", "after s", "store after the kill",
@@ -318,10 +335,11 @@ def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: in
                           "finished chunks recomputed"])
     data = make_images(work / "kill-data", per_class=per_class, seed=seed)
     reference = work / "kill-reference.zarr"
-    full = runner.run(extract_argv(data, reference))
+    full = runner.run(extract_argv(data, reference, model=model))
     if not out.check(full.exitcode == 0, f"reference run failed: {full.output[-500:]}"):
         return out
-    startup = runner.run(extract_argv(data, reference)).seconds  # nothing left to compute
+    # nothing left to compute: the run's start-up alone
+    startup = runner.run(extract_argv(data, reference, model=model)).seconds
     work_s = max(full.seconds - startup, 0.5)
     rng = random.Random(seed)
     store = work / "kill.zarr"
@@ -334,7 +352,7 @@ def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: in
         else:
             delay = startup + rng.uniform(0.0, work_s / kills)
         before = _done_count(store)
-        result = runner.run(extract_argv(data, store), kill_after=delay)
+        result = runner.run(extract_argv(data, store, model=model), kill_after=delay)
         if not result.killed:
             out.check(result.exitcode == 0, f"run ended with {result.exitcode}: "
                                             f"{result.output[-300:]}")
@@ -361,7 +379,7 @@ def kill_campaign(runner: ForkRunner, work: Path, kills: int = 20, per_class: in
                          str(finished) if finished else "0 (killed in start-up)",
                          str(len(damaged)), str(len(rewritten))])
         previous = snapshot
-    final = runner.run(extract_argv(data, store))
+    final = runner.run(extract_argv(data, store, model=model))
     out.check(final.exitcode == 0, f"final resume failed: {final.output[-500:]}")
     last = done_snapshot(store)
     rewritten = [k for k, v in previous.items() if last.get(k) != v]
@@ -395,14 +413,16 @@ FAILPOINTS: tuple[tuple[str, str, str], ...] = (
 
 
 def failpoint_campaign(runner: ForkRunner, work: Path, per_class: int = 4,
-                       only: Sequence[str] | None = None) -> Outcome:
+                       only: Sequence[str] | None = None,
+                       model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """SIGKILL at each named point of the write path (or those in ``only``), then resume."""
     out = Outcome("SIGKILL at each write-path failpoint",
                   header=["failpoint", "FEATSTORE_FAILPOINTS", "killed", "phase",
                           "damaged", "resumed run equals uninterrupted"])
     data = make_images(work / "fp-data", per_class=per_class)
     reference = work / "fp-reference.zarr"
-    if not out.check(runner.run(extract_argv(data, reference)).exitcode == 0, "reference failed"):
+    if not out.check(runner.run(extract_argv(data, reference, model=model)).exitcode == 0,
+                     "reference failed"):
         return out
     for n, (name, spec, setup) in enumerate(FAILPOINTS):
         if only is not None and spec not in only:
@@ -411,16 +431,17 @@ def failpoint_campaign(runner: ForkRunner, work: Path, per_class: int = 4,
         store = work / f"fp{n}.zarr"
         extra: tuple[str, ...] = ()
         if setup == "one-init":
-            runner.run(extract_argv(data, store, inits=("--init", "random:0")))
+            runner.run(extract_argv(data, store, inits=("--init", "random:0"), model=model))
         elif setup == "replace":
-            runner.run(extract_argv(data, store, extra=("--pool", "max")))
+            runner.run(extract_argv(data, store, extra=("--pool", "max"), model=model))
             extra = ("--overwrite",)
-        killed = runner.run(extract_argv(data, store, extra=extra),
+        killed = runner.run(extract_argv(data, store, extra=extra, model=model),
                             env={"FEATSTORE_FAILPOINTS": spec})
         phase = store_phase(store)
         damaged = damage(store)
         out.lost += len(damaged)
-        resumed = runner.run(extract_argv(data, store))  # the rerun: same command, no --overwrite
+        # the rerun: same command, no --overwrite
+        resumed = runner.run(extract_argv(data, store, model=model))
         difference = (store_difference(store, reference) if resumed.exitcode == 0
                       else f"exit {resumed.exitcode}: {resumed.stderr_lines[-1:]}")
         fine = killed.killed and not damaged and difference is None
@@ -440,7 +461,7 @@ def _chunk_file(url: Path, var: str, coords: tuple[int, ...]) -> Path:
 
 
 def corruption_campaign(runner: ForkRunner, work: Path, per_class: int = 4,
-                        seed: int = 0) -> Outcome:
+                        seed: int = 0, model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """Damage chunk files in many ways; verify must report each, --repair must fix them all."""
     from featstore import schema as S
     from featstore.verify import ALL_LAYERS, MARKERS, verify_store
@@ -449,7 +470,8 @@ def corruption_campaign(runner: ForkRunner, work: Path, per_class: int = 4,
                   header=["damage", "file", "reported by verify as", "repaired"])
     data = make_images(work / "cr-data", per_class=per_class)
     reference = work / "cr-reference.zarr"
-    if not out.check(runner.run(extract_argv(data, reference)).exitcode == 0, "reference failed"):
+    if not out.check(runner.run(extract_argv(data, reference, model=model)).exitcode == 0,
+                     "reference failed"):
         return out
     store = work / "cr.zarr"
     shutil.copytree(reference, store)
@@ -486,7 +508,7 @@ def corruption_campaign(runner: ForkRunner, work: Path, per_class: int = 4,
     damages.append(("one byte flipped", MARKERS, (marker_init, marker_chunk), flip_byte,
                     ("corrupt", MARKERS, f"random:{marker_init}", str(marker_chunk))))
     for coordinate in (S.LABEL, S.PATH, S.INIT):
-        coords = (0,)
+        coords: tuple[int, ...] = (0,)
         damages.append(("one byte flipped", coordinate, coords, flip_byte,
                         ("corrupt", coordinate, "None" if coordinate != S.INIT else "None",
                          "None")))
@@ -499,7 +521,7 @@ def corruption_campaign(runner: ForkRunner, work: Path, per_class: int = 4,
     errors = [line for line in cli.stderr_lines if line.startswith("featstore: error:")]
     out.check(len(errors) == 1, f"verify printed {len(errors)} error lines")
     repair = runner.run(extract_argv(data, store, inits=("--init", "random:0"),
-                                     extra=("--repair",)))
+                                     extra=("--repair",), model=model))
     out.check(repair.exitcode == 0, f"--repair failed: {repair.output[-500:]}")
     after = verify_store(str(store))
     difference = store_difference(store, reference) if repair.exitcode == 0 else "not repaired"
@@ -565,7 +587,8 @@ def _good_folder(root: Path) -> Path:
     return make_images(root, per_class=2)
 
 
-def hostile_inputs(runner: ForkRunner, work: Path) -> Outcome:
+def hostile_inputs(runner: ForkRunner, work: Path,
+                   model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """Hostile images and manifests through ``featstore extract``: one line, exit 2 (or a skip)."""
     from PIL import Image
 
@@ -585,9 +608,10 @@ def hostile_inputs(runner: ForkRunner, work: Path) -> Outcome:
         data = _good_folder(work / f"hi{n}")
         (data / "tumour" / name).write_bytes(content())
         store = work / f"hi{n}.zarr"
-        first = runner.run(extract_argv(data, store, inits=one))
+        first = runner.run(extract_argv(data, store, inits=one, model=model))
         stopped = one_line(first, f"tumour/{name}", "--skip-unreadable")
-        skipped = runner.run(extract_argv(data, store, inits=one, extra=("--skip-unreadable",)))
+        skipped = runner.run(extract_argv(data, store, inits=one, extra=("--skip-unreadable",),
+                                          model=model))
         recorded = False
         if skipped.exitcode == 0:
             ds = featstore.open_store(str(store))
@@ -612,13 +636,14 @@ def hostile_inputs(runner: ForkRunner, work: Path) -> Outcome:
     os.symlink(data / "b" / "loop2.png", data / "b" / "loop1.png")
     os.symlink(data / "b" / "loop1.png", data / "b" / "loop2.png")
     store = work / "ok ünï.zarr"
-    good = runner.run(extract_argv(data, store, inits=one))
+    good = runner.run(extract_argv(data, store, inits=one, model=model))
     fine = good.exitcode == 0
     if fine:
         ds = featstore.open_store(str(store))
         fine = (sorted(str(p) for p in ds["path"].values)
                 == ["b/bild 名.png", "klasse ä/cmyk 1.jpg", "klasse ä/g16.png"]
-                and bool(np.isfinite(ds["head"].values).all()))
+                and all(bool(np.isfinite(ds[var].values).all())
+                        for var in ds.attrs["featstore"]["layers"]))
     for case in ("16-bit grayscale PNG", "CMYK JPEG", "unicode and spaces in paths",
                  "symlink loop (skipped while listing)"):
         out.tried += 1
@@ -643,7 +668,7 @@ def hostile_inputs(runner: ForkRunner, work: Path) -> Outcome:
         manifest = data / "list.csv"
         manifest.write_text(text, encoding="utf-8")
         store = work / f"mf{n}.zarr"
-        result = runner.run(extract_argv(manifest, store, inits=one))
+        result = runner.run(extract_argv(manifest, store, inits=one, model=model))
         ok = one_line(result, needle)
         out.passed += ok
         out.check(ok, f"{case}: {result.exitcode} {result.stderr_lines[-2:]}")
@@ -669,13 +694,15 @@ def tmpfs(path: Path, size: int) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def disk_full(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
+def disk_full(runner: ForkRunner, work: Path, per_class: int = 4,
+              model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """Extract onto a nearly full filesystem, then give it space and resume."""
     out = Outcome("Disk full (tmpfs too small for the store)",
                   header=["step", "result"])
     data = make_images(work / "df-data", per_class=per_class)
     reference = work / "df-reference.zarr"
-    if not out.check(runner.run(extract_argv(data, reference)).exitcode == 0, "reference failed"):
+    if not out.check(runner.run(extract_argv(data, reference, model=model)).exitcode == 0,
+                     "reference failed"):
         return out
     need = _tmpfs_bytes(reference)
     size = (need // 2) // 4096 * 4096
@@ -685,7 +712,7 @@ def disk_full(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
             return out
         store = work / "small-disk" / "s.zarr"
         out.tried = 3
-        full = runner.run(extract_argv(data, store))
+        full = runner.run(extract_argv(data, store, model=model))
         lines = full.stderr_lines
         clear = (full.exitcode == 1 and len(lines) == 1 and "no space left on device" in lines[0]
                  and "rerun the same command to resume" in lines[0])
@@ -702,7 +729,7 @@ def disk_full(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
         out.rows.append(["store left behind", f"{phase}; damaged chunks: {len(damaged)}"])
         subprocess.run(["mount", "-o", f"remount,size={need * 3}", str(work / "small-disk")],
                        check=True, capture_output=True)
-        resumed = runner.run(extract_argv(data, store))
+        resumed = runner.run(extract_argv(data, store, model=model))
         difference = (store_difference(store, reference) if resumed.exitcode == 0
                       else f"exit {resumed.exitcode}")
         out.passed += difference is None
@@ -719,21 +746,24 @@ def _probe_available() -> bool:
     return any(getattr(c, "name", None) == "probe" for c in app.registered_commands)
 
 
-def concurrency(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
+def concurrency(runner: ForkRunner, work: Path, per_class: int = 4,
+                model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """A second extract (and a probe) while one runs; a stale lock is taken over."""
     from featstore.lock import LOCK_KEY, lock_holder
 
     out = Outcome("Concurrent writers and readers", header=["attempt", "result"])
     data = make_images(work / "cc-data", per_class=per_class)
     reference = work / "cc-reference.zarr"
-    if not out.check(runner.run(extract_argv(data, reference)).exitcode == 0, "reference failed"):
+    if not out.check(runner.run(extract_argv(data, reference, model=model)).exitcode == 0,
+                     "reference failed"):
         return out
     store = work / "cc.zarr"
-    argv = extract_argv(data, store)
+    argv = extract_argv(data, store, model=model)
     # the first writer holds the lock at its first chunk until the checks below release it, so
     # the second writer meets a live lock however slowly this machine starts processes
     release = work / "cc-release"
-    held = {"FEATSTORE_FAILPOINTS": f"write_chunk.before_marker=wait:{release}"}
+    held: dict[str, str | None] = {
+        "FEATSTORE_FAILPOINTS": f"write_chunk.before_marker=wait:{release}"}
     process, log, started = runner.start(argv, held)
     deadline = time.monotonic() + 120
     holder = None
@@ -774,10 +804,10 @@ def concurrency(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
     # stale lock: a writer killed while holding it
     out.tried += 1
     stale_store = work / "cc-stale.zarr"
-    killed = runner.run(extract_argv(data, stale_store),
+    killed = runner.run(extract_argv(data, stale_store, model=model),
                         env={"FEATSTORE_FAILPOINTS": "write_chunk.after_marker=kill@2"})
     left = (stale_store / LOCK_KEY).exists()
-    took = runner.run(extract_argv(data, stale_store))
+    took = runner.run(extract_argv(data, stale_store, model=model))
     difference = (store_difference(stale_store, reference) if took.exitcode == 0
                   else f"exit {took.exitcode}")
     ok = killed.killed and left and difference is None
@@ -789,7 +819,7 @@ def concurrency(runner: ForkRunner, work: Path, per_class: int = 4) -> Outcome:
 
 
 def probe_campaign(runner: ForkRunner, work: Path, kills: int = 5, per_class: int = 8,
-                   seed: int = 0) -> Outcome:
+                   seed: int = 0, model: Sequence[str] = MODEL_OPTIONS) -> Outcome:
     """SIGKILL ``featstore probe`` at random moments; reruns must give the uninterrupted results."""
     out = Outcome("SIGKILL at random moments of `featstore probe`",
                   header=["kill", "after s", "rerun"])
@@ -802,7 +832,8 @@ def probe_campaign(runner: ForkRunner, work: Path, kills: int = 5, per_class: in
 
     data = make_images(work / "pr-data", per_class=per_class)
     base = work / "pr-base.zarr"
-    if not out.check(runner.run(extract_argv(data, base)).exitcode == 0, "extract failed"):
+    if not out.check(runner.run(extract_argv(data, base, model=model)).exitcode == 0,
+                     "extract failed"):
         return out
     reference = work / "pr-reference.zarr"
     shutil.copytree(base, reference)
@@ -939,24 +970,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="report path")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (kept)")
+    parser.add_argument("--model", default=None,
+                        help=f"model to extract (default {MODEL_OPTIONS[1]}; a plugin's model "
+                             "needs FEATSTORE_PLUGINS)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help=f"input side (default {MODEL_OPTIONS[3]})")
+    parser.add_argument("--layers", default=None, help="layers to extract (default auto)")
     args = parser.parse_args(argv)
     kills = args.kills or (4 if args.quick else 20)
     out_path = args.out or (REPORT_QUICK if args.quick else REPORT)
+    asked = [("--model", args.model), ("--image-size", args.image_size),
+             ("--layers", args.layers)]
+    model = ("--model", args.model or MODEL_OPTIONS[1],
+             "--image-size", str(args.image_size or MODEL_OPTIONS[3]),
+             *(("--layers", args.layers) if args.layers else ()))
     command = "python tools/fault_injection.py" + (" --quick" if args.quick else "") + (
-        f" --kills {args.kills}" if args.kills else "")
+        f" --kills {args.kills}" if args.kills else "") + "".join(
+        f" {flag} {value}" for flag, value in asked if value is not None)
     scratch = args.workdir or Path(tempfile.mkdtemp(prefix="featstore-faults-"))
     runner = ForkRunner(scratch / "logs")
     started = time.monotonic()
     scenarios: list[tuple[str, Callable[[], Outcome]]] = [
         ("kills", lambda: kill_campaign(runner, scratch, kills=kills,
-                                        per_class=12 if args.quick else 32, seed=args.seed)),
-        ("failpoints", lambda: failpoint_campaign(runner, scratch)),
-        ("corruption", lambda: corruption_campaign(runner, scratch, seed=args.seed)),
-        ("hostile", lambda: hostile_inputs(runner, scratch)),
-        ("disk", lambda: disk_full(runner, scratch)),
-        ("concurrency", lambda: concurrency(runner, scratch)),
+                                        per_class=12 if args.quick else 32, seed=args.seed,
+                                        model=model)),
+        ("failpoints", lambda: failpoint_campaign(runner, scratch, model=model)),
+        ("corruption", lambda: corruption_campaign(runner, scratch, seed=args.seed,
+                                                   model=model)),
+        ("hostile", lambda: hostile_inputs(runner, scratch, model=model)),
+        ("disk", lambda: disk_full(runner, scratch, model=model)),
+        ("concurrency", lambda: concurrency(runner, scratch, model=model)),
         ("probe", lambda: probe_campaign(runner, scratch, kills=2 if args.quick else 5,
-                                         seed=args.seed)),
+                                         seed=args.seed, model=model)),
     ]
     outcomes = []
     for name, scenario in scenarios:
