@@ -1,4 +1,6 @@
-"""`featstore extract` end to end: equivalence with a direct forward pass, resume, appends, bad input."""
+"""`featstore extract` end to end: equivalence with a direct forward pass, resume, appends, bad
+input. On the registered test model ``tiny_cnn`` (tests/_tiny_model.py) at 16 px, except where
+torchvision's or the reference EfficientNet-Lite0's own numbers are the point."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,12 +22,16 @@ from PIL import Image
 
 import featstore
 import featstore.extraction as extract_module
+from featstore.config import ExtractConfig
 from featstore.data import open_source, preprocess
 from featstore.models import build_model, default_transform, parse_init
 from featstore.store import FeatureStore
 from helpers import LC25000, make_image_folder
 
-SIZE = 32  # small inputs keep efficientnet_lite0 fast on CPU
+MODEL = "tiny_cnn"
+SIZE = 16
+#: every module of tiny_cnn with a (C, H, W) map: stem conv, BN, ReLU, the stem, and the block's
+TINY_LAYERS = ("stem.0", "stem.1", "stem.2", "stem", "block.0", "block.1", "block.2", "block")
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -42,17 +49,18 @@ def tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def small_extract(data: Path, store: Path, **kwargs) -> xr.Dataset:
-    options = {"inits": ("random:0",), "image_size": SIZE, "batch_size": 4, "chunk_images": 4,
-               "device": "cpu"}
+def small_extract(data: Path, store: Path | str, **kwargs: Any) -> xr.Dataset:
+    options: dict[str, Any] = {"model": MODEL, "inits": ("random:0",), "image_size": SIZE,
+                               "batch_size": 4, "chunk_images": 4, "device": "cpu"}
     options.update(kwargs)
     return featstore.extract(str(data), str(store), **options)
 
 
-def direct_features(data: Path, init: str, layers: list[str], size: int = SIZE) -> dict:
+def direct_features(data: Path, init: str, layers: list[str], size: int = SIZE,
+                    pool: str = "avg") -> dict:
     """Independent reference: plain hooks storing full activation maps, pooled afterwards."""
-    model, _ = build_model("efficientnet_lite0", parse_init(init))
-    transform = default_transform("efficientnet_lite0", size)
+    model, _ = build_model(MODEL, parse_init(init))
+    transform = default_transform(MODEL, size)
     source = open_source(data)
     batch = torch.stack([preprocess(source.load(i), transform.size, transform.mean, transform.std)
                          for i in range(len(source))])
@@ -63,27 +71,36 @@ def direct_features(data: Path, init: str, layers: list[str], size: int = SIZE) 
             lambda _m, _i, out, name=name: maps.__setitem__(name, out.detach()))
     with torch.no_grad():
         model(batch)
+    if pool == "max":
+        return {name: maps[name].amax(dim=(2, 3)).numpy() for name in layers}
     return {name: maps[name].mean(dim=(2, 3)).numpy() for name in layers}
 
 
-def test_store_equals_direct_forward_pass_every_layer(image_folder, tmp_path):
-    ds = small_extract(image_folder, tmp_path / "s.zarr", inits=("random:0", "random:1"))
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_store_equals_direct_forward_pass_every_layer(image_folder, tmp_path, pool):
+    inits = ("pretrained", "random:0", "random:1")
+    ds = small_extract(image_folder, tmp_path / "s.zarr", inits=inits, pool=pool,
+                       layers=",".join(reversed(TINY_LAYERS)))
     meta = ds.attrs["featstore"]
-    assert len(meta["layers"]) == 18
-    assert meta["layers"][0] == "stem" and meta["layers"][-1] == "head"
-    for init in ("random:0", "random:1"):
+    assert meta["layers"] == list(TINY_LAYERS)  # network order, whatever the order asked
+    assert meta["pool"] == pool
+    for init in inits:
         modules = [meta["layer_modules"][v] for v in meta["layers"]]
-        want = direct_features(image_folder, init, modules)
+        want = direct_features(image_folder, init, modules, pool=pool)
         for var in meta["layers"]:
             got = ds[var].sel(init=init).values
             np.testing.assert_allclose(got, want[meta["layer_modules"][var]], rtol=1e-5, atol=1e-6)
     assert ds["label"].values.tolist() == [0] * 5 + [1] * 5
     assert ds["path"].values[0] == "benign/img000.png"
     assert meta["transform"] == {"size": SIZE, "interpolation": "bilinear",
-                                 "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+                                 "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     assert meta["classes"] == ["benign", "tumour"]
     assert set(meta["versions"]) >= {"featstore", "torch", "torchvision", "zarr"}
-    assert [d["seed"] for d in meta["inits"]] == [0, 1]
+    assert [d["seed"] for d in meta["inits"]] == [None, 0, 1]
+    assert meta["inits"][0]["weights"] == "tiny_cnn-fixed-v1"
+    config = ExtractConfig.from_dict(meta["config"])  # the call, as recorded in the store
+    assert (config.model, config.inits, config.pool, config.image_size, config.chunk_images) == (
+        MODEL, inits, pool, SIZE, 4)
 
 
 def test_network_runs_once_per_image_and_init(image_folder, tmp_path, monkeypatch):
@@ -104,7 +121,7 @@ def test_network_runs_once_per_image_and_init(image_folder, tmp_path, monkeypatc
 
     monkeypatch.setattr(extract_module, "build_model", counting_build)
     small_extract(image_folder, tmp_path / "s.zarr", inits=("random:0", "random:1"))
-    assert seen["images"] == 2 * 10  # every image once per init, 18 layers from one pass
+    assert seen["images"] == 2 * 10  # every image once per init, both layers from one pass
     assert seen["calls"] == 2 * 3  # batches of 4 within chunks of 4: 4 + 4 + 2
     # rerun of a complete store computes nothing; adding an init computes only that init
     seen.update(images=0, calls=0)
@@ -141,10 +158,14 @@ def test_resume_after_crash_equals_clean_run(image_folder, tmp_path, monkeypatch
 def test_kill_9_midway_then_resume_equals_uninterrupted(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=24)
     args = [sys.executable, "-m", "featstore.cli.app", "extract", str(data), "--store",
-            str(tmp_path / "k.zarr"), "--init", "random:0", "--image-size", "64",
-            "--batch-size", "2", "--chunk-images", "2", "--device", "cpu", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            str(tmp_path / "k.zarr"), "--init", "random:0", "--model", MODEL, "--image-size",
+            str(SIZE), "--batch-size", "2", "--chunk-images", "2", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH and FEATSTORE_PLUGINS: conftest
     env.pop("FEATSTORE_FAILPOINTS", None)
+    # the uninterrupted reference runs meanwhile, in its own process with the same settings
+    clean_args = [a if a != str(tmp_path / "k.zarr") else str(tmp_path / "c.zarr") for a in args]
+    clean_run = subprocess.Popen(clean_args, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
     # a pause at every chunk keeps the run long enough to be killed midway on a fast machine
     slowed = {**env, "FEATSTORE_FAILPOINTS": "write_chunk.before_marker=sleep:0.1"}
     proc = subprocess.Popen(args, env=slowed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,8 +181,8 @@ def test_kill_9_midway_then_resume_equals_uninterrupted(tmp_path):
     partial = FeatureStore.open(str(tmp_path / "k.zarr"))
     assert 0 < len(partial.pending_chunks(0)) < 24
     subprocess.run(args, env=env, check=True, capture_output=True)
-    clean_args = [a if a != str(tmp_path / "k.zarr") else str(tmp_path / "c.zarr") for a in args]
-    subprocess.run(clean_args, env=env, check=True, capture_output=True)
+    _, clean_err = clean_run.communicate(timeout=300)
+    assert clean_run.returncode == 0, clean_err
     resumed = featstore.open_store(str(tmp_path / "k.zarr")).load()
     clean = featstore.open_store(str(tmp_path / "c.zarr")).load()
     xr.testing.assert_identical(resumed.drop_attrs(deep=False), clean.drop_attrs(deep=False))
@@ -172,14 +193,16 @@ def test_mismatched_store_left_byte_for_byte_unchanged(image_folder, tmp_path, c
     small_extract(image_folder, store)
     before = tree_digest(store)
     code, _, err = run_cli(["extract", str(image_folder), "--store", str(store), "--init",
-                            "random:0", "--image-size", str(SIZE), "--pool", "max", "-q"], capsys)
+                            "random:0", "--model", MODEL, "--image-size", str(SIZE), "--pool",
+                            "max", "-q"], capsys)
     assert code == 2
     assert err.count("\n") == 1 and "different configuration" in err and "pool" in err
     assert tree_digest(store) == before
     # --overwrite replaces it
     code, _, _ = run_cli(["extract", str(image_folder), "--store", str(store), "--init",
-                          "random:0", "--image-size", str(SIZE), "--pool", "max", "--overwrite",
-                          "-q", "--chunk-images", "4", "--batch-size", "4"], capsys)
+                          "random:0", "--model", MODEL, "--image-size", str(SIZE), "--pool",
+                          "max", "--overwrite", "-q", "--chunk-images", "4", "--batch-size", "4"],
+                         capsys)
     assert code == 0
     assert featstore.open_store(str(store)).attrs["featstore"]["pool"] == "max"
 
@@ -227,8 +250,8 @@ def test_corrupt_image_stops_naming_file_and_keeps_finished_chunks(tmp_path, cap
     data = make_image_folder(tmp_path / "data", per_class=4)
     (data / "tumour" / "img002.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     store = tmp_path / "s.zarr"
-    base = ["extract", str(data), "--store", str(store), "--init", "random:0", "--image-size",
-            str(SIZE), "--batch-size", "2", "--chunk-images", "2", "-q"]
+    base = ["extract", str(data), "--store", str(store), "--init", "random:0", "--model", MODEL,
+            "--image-size", str(SIZE), "--batch-size", "2", "--chunk-images", "2", "-q"]
     code, _, err = run_cli(base, capsys)
     assert code == 2 and err.count("\n") == 1
     assert "tumour/img002.png" in err and "--skip-unreadable" in err
@@ -252,7 +275,7 @@ def test_memory_store_and_grayscale_rgba_images(tmp_path):
     Image.fromarray(np.full((12, 12), 40000, dtype=np.uint16)).save(data / "b" / "deep.tif")
     ds = small_extract(data, "memory://featstore-extract-test/s.zarr")
     assert ds.sizes["image"] == 4
-    assert np.isfinite(ds["head"].values).all()
+    assert np.isfinite(ds["block"].values).all()
 
 
 def test_csv_manifest_with_split(tmp_path):
@@ -260,7 +283,8 @@ def test_csv_manifest_with_split(tmp_path):
     manifest = data / "manifest.csv"
     rows = ["path,label,split"]
     for i, p in enumerate(sorted(data.rglob("*.png"))):
-        rows.append(f"{p.relative_to(data).as_posix()},{p.parent.name},{'train' if i % 3 else 'test'}")
+        split = "train" if i % 3 else "test"
+        rows.append(f"{p.relative_to(data).as_posix()},{p.parent.name},{split}")
     manifest.write_text("\n".join(rows) + "\n")
     ds = small_extract(manifest, tmp_path / "m.zarr")
     assert ds["split"].values.tolist().count("test") == 2
@@ -297,14 +321,15 @@ def test_real_tiles_pretrained_match_independent_efficientnet_lite0(tmp_path):
 
 def test_torchvision_model_with_dashed_block_names(image_folder, tmp_path):
     """RegNet blocks are called 'block1-0': stored under their module paths, values exact."""
-    ds = small_extract(image_folder, tmp_path / "r.zarr", model="regnet_y_400mf")
+    size = 32
+    ds = small_extract(image_folder, tmp_path / "r.zarr", model="regnet_y_400mf", image_size=size)
     layers = ds.attrs["featstore"]["layers"]
     assert layers[0] == "stem" and "trunk_output.block1.block1-0" in layers
     model, _ = build_model("regnet_y_400mf", parse_init("random:0"))
-    transform = default_transform("regnet_y_400mf", SIZE)
+    transform = default_transform("regnet_y_400mf", size)
     source = open_source(image_folder)
-    batch = torch.stack([preprocess(source.load(i), SIZE, transform.mean, transform.std)
+    batch = torch.stack([preprocess(source.load(i), size, transform.mean, transform.std)
                          for i in range(len(source))])
     with torch.no_grad():
-        stem = model.stem(batch).mean(dim=(2, 3)).numpy()
+        stem = model.get_submodule("stem")(batch).mean(dim=(2, 3)).numpy()
     np.testing.assert_allclose(ds["stem"].sel(init="random:0").values, stem, rtol=1e-5, atol=1e-6)
