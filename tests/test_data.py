@@ -619,10 +619,20 @@ def test_preprocess_shape_dtype_and_normalization() -> None:
         torch.testing.assert_close(tensor[channel], torch.full((8, 8), value))
 
 
-@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
-def test_preprocess_interpolations(interpolation: str) -> None:
+#: the Pillow filter each interpolation name must select (Pillow's filters are antialiased)
+PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+               "nearest": Image.Resampling.NEAREST}
+
+
+@pytest.mark.parametrize("interpolation", list(PIL_FILTERS))
+def test_preprocess_interpolations_equal_pillow_resize(interpolation: str) -> None:
+    """Each name resizes exactly as Pillow's filter of that name (a 30x20 image to 12x12)."""
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
     tensor = preprocess(image, 12, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interpolation)
     assert tensor.shape == (3, 12, 12)
-    assert 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
+    want = np.asarray(image.resize((12, 12), PIL_FILTERS[interpolation]), dtype=np.float32)
+    np.testing.assert_array_equal(tensor.permute(1, 2, 0).numpy(), want / np.float32(255))
+    others = [np.asarray(image.resize((12, 12), f)) for n, f in PIL_FILTERS.items()
+              if n != interpolation]
+    assert all(not np.array_equal(other, want) for other in others)  # the filters differ here

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from featstore.errors import NotAStoreError
 from featstore.inspect import disk_usage, summarize_store
 from featstore.store import FeatureStore, LayerSpec, StoreLayout
 
-INITS = [
+INITS: list[dict[str, Any]] = [
     {"name": "pretrained", "kind": "pretrained", "weights": "W.IMAGENET", "sha256": "ab" * 32,
      "seed": None},
     {"name": "random:0", "kind": "random", "weights": None, "sha256": None, "seed": 0},
@@ -77,6 +78,11 @@ def test_summary_of_a_partial_local_store(tmp_path: Path) -> None:
                                 "train": {"benign": 4, "tumour": 2}}
     size = summary["size"]
     assert size["raw_feature_bytes"] == (3 + 5) * 4 * (10 + 4)
+    files = [p for p in Path(url).rglob("*") if p.is_file()]
+    assert size["stored_bytes"] == sum(p.stat().st_size for p in files)
+    layer_dirs = [Path(url) / "conv1", Path(url) / "blocks.0"]
+    assert size["feature_bytes"] == sum(p.stat().st_size for p in files
+                                        if any(d in p.parents for d in layer_dirs))
     assert 0 < size["feature_bytes"] < size["stored_bytes"]
     assert size["compression_ratio"] == pytest.approx(size["raw_feature_bytes"]
                                                       / size["feature_bytes"])
@@ -84,14 +90,21 @@ def test_summary_of_a_partial_local_store(tmp_path: Path) -> None:
     json.dumps(summary)  # pure, JSON-able data
 
 
-def test_summary_of_a_memory_store_uses_fsspec_du() -> None:
-    url = f"memory://featstore-inspect-{np.random.default_rng().integers(1e9)}/s.zarr"
+def test_summary_of_a_memory_store_counts_its_bytes() -> None:
+    import fsspec
+
+    url = f"memory://featstore-inspect-{np.random.default_rng().integers(10**9)}/s.zarr"
     make_store(url, splits=False)
     summary = summarize_store(url)
     assert summary["images"]["splits"] is None
     assert all(init["complete"] for init in summary["inits"])
-    assert summary["size"]["stored_bytes"] == disk_usage(url) > 0
-    assert summary["size"]["feature_bytes"] > 0
+    fs = fsspec.filesystem("memory")
+    root = "/" + url.removeprefix("memory://")
+    sizes = {path: len(fs.cat_file(path)) for path in fs.find(root)}  # every object, read back
+    assert summary["size"]["stored_bytes"] == disk_usage(url) == sum(sizes.values()) > 0
+    assert summary["size"]["feature_bytes"] == sum(
+        n for path, n in sizes.items()
+        if path.removeprefix(root).lstrip("/").split("/")[0] in ("conv1", "blocks.0"))
 
 
 def test_not_a_store_raises(tmp_path: Path) -> None:

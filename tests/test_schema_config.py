@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import xarray as xr
 import zarr
@@ -53,10 +55,15 @@ def test_chunk_out_of_range():
     st.integers(1, 256),
     st.one_of(st.none(), st.integers(8, 512)),
 )
-def test_extract_config_round_trip(inits, pool, batch, size):
+def test_extract_config_round_trip_through_json(inits, pool, batch, size):
+    """What a store records (JSON) gives the same config back, field by field."""
     config = ExtractConfig(data="d", store="s.zarr", inits=tuple(inits), pool=pool,
                            batch_size=batch, image_size=size)
-    assert ExtractConfig.from_dict(config.to_dict()) == config
+    recorded = json.loads(json.dumps(config.to_dict()))
+    assert (recorded["data"], recorded["store"], recorded["inits"], recorded["pool"],
+            recorded["batch_size"], recorded["image_size"]) == ("d", "s.zarr", inits, pool,
+                                                                 batch, size)
+    assert ExtractConfig.from_dict(recorded) == config
 
 
 def test_config_from_dict_rejects_unknown():
