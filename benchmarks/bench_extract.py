@@ -117,8 +117,8 @@ def child_run(kind: str, data: str, store: str, batch_size: int, workers: int) -
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        kind, data, store, batch, workers = sys.argv[2:]
-        child_run(kind, data, store, int(batch), int(workers))
+        kind, data_arg, store_arg, batch, workers = sys.argv[2:]
+        child_run(kind, data_arg, store_arg, int(batch), int(workers))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",

@@ -1,7 +1,7 @@
 """Run every benchmark, quick (minutes, into RESULTS-quick.md) or full size (into RESULTS.md).
 
-    .venv/bin/python benchmarks/run_all.py --quick          # validation, a few minutes each
-    .venv/bin/python benchmarks/run_all.py                  # full size (~50 min on a quiet 2-core CPU)
+    .venv/bin/python benchmarks/run_all.py --quick    # validation, a few minutes each
+    .venv/bin/python benchmarks/run_all.py            # full size (~50 min on a quiet 2-core CPU)
     .venv/bin/python benchmarks/run_all.py --only probe scale
 
 Benchmarks run one after another in fresh processes (never in parallel: they would time each

@@ -20,5 +20,6 @@ def make_image_folder(root: Path, classes: tuple[str, ...] = ("benign", "tumour"
         for i in range(per_class):
             side = int(rng.integers(12, 40))
             pixels = rng.integers(0, 160, size=(side, side, 3)) + 80 * label
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"img{i:03d}.png")
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            image.save(folder / f"img{i:03d}.png")
     return root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -22,8 +23,8 @@ from featstore.verify import (
     verify_store,
 )
 
-INITS = [{"name": "pretrained", "kind": "pretrained"},
-         {"name": "random:0", "kind": "random", "seed": 0}]
+INITS: list[dict[str, Any]] = [{"name": "pretrained", "kind": "pretrained"},
+                               {"name": "random:0", "kind": "random", "seed": 0}]
 
 
 def make_layout(n_images: int = 10, chunk: int = 4) -> StoreLayout:
