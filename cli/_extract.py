@@ -74,6 +74,10 @@ def extract_command(
         help="Run (init, chunk) tasks on dask workers: local:N (N worker processes) or "
              "tcp://HOST:PORT (a running dask scheduler whose workers reach DATA and the "
              "store). Default: this process.")] = None,
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the network truncated after the deepest layer: the "
+                          "same features, tens of seconds of compilation first; for large "
+                          "jobs.")] = False,
     bn_images: Annotated[int, typer.Option(
         help="Images (a seeded sample; the train split when the data has one) that re-estimate "
              "the normalization statistics of +bn inits.")] = 1024,
@@ -87,7 +91,7 @@ def extract_command(
         layers=_split_layers(layers or []), pool=pool.value, image_size=image_size,
         device=device.value, batch_size=batch_size, workers=workers, dtype=dtype.value,
         chunk_images=chunk_images, overwrite=overwrite, skip_unreadable=skip_unreadable,
-        autocast=autocast, bn_images=bn_images, scheduler=scheduler,
+        autocast=autocast, bn_images=bn_images, scheduler=scheduler, compile=compile_,
     )
     from featstore.extraction import run_extract
 

@@ -136,6 +136,11 @@ class PooledExtractor:
         self._modules = [modules[name] for name in self.layers]
         self.forward_calls = 0
 
+    def pool_layer(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """Pool layer ``name``'s activation (batch first) with this extractor's settings."""
+        return pool_activation(output, self.pool, self.channel_axes.get(name),
+                               self.prefix_tokens.get(name, 0), name in self.class_tokens)
+
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         """Run the model once on ``batch`` and pool every chosen layer.
@@ -158,10 +163,7 @@ class PooledExtractor:
             def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
                 if name in pooled:  # a module reused in the graph: keep its first call
                     return
-                pooled[name] = pool_activation(
-                    output, self.pool, self.channel_axes.get(name),
-                    self.prefix_tokens.get(name, 0), name in self.class_tokens,
-                )
+                pooled[name] = self.pool_layer(name, output)
                 remaining.discard(name)
                 if not remaining:
                     raise _StopForward

@@ -131,6 +131,8 @@ class ExtractConfig:
     scheduler : str or None
         None: extract in this process; ``"local:N"`` or ``"tcp://HOST:PORT"``: (init, chunk)
         tasks on dask workers (a run-time setting: the store is the same).
+    compile : bool
+        Extract with a ``torch.compile``'d truncated network (a run-time setting).
     """
 
     data: str
@@ -150,6 +152,7 @@ class ExtractConfig:
     autocast: bool = False
     bn_images: int = 1024
     scheduler: str | None = None
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""

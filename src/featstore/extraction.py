@@ -32,6 +32,7 @@ from .baselines import (
     recalibration_sample,
     sample_digest,
 )
+from .compiled import CompiledPooledExtractor, truncated_pooled
 from .config import (
     DTYPES,
     ExtractConfig,
@@ -79,6 +80,10 @@ from .verify import VerifyReport, mark_for_repair, verify
 from .versions import EXTRACT_LIBRARIES, library_versions
 
 __all__ = ["extract", "run_extract", "plan_layout"]
+
+
+#: what turns a batch into pooled features: eager hooks or the compiled truncated network
+Extractor = PooledExtractor | CompiledPooledExtractor
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,8 @@ def plan_layout(config: ExtractConfig) -> _Plan:
             f"--init {recalibrated[0]}: {config.model} has no normalization layers with running "
             "statistics (BatchNorm), so there is nothing for '+bn' to re-estimate; drop '+bn'"
         )
+    if config.compile:  # refuse an untraceable model before the store is touched
+        truncated_pooled(PooledExtractor(skeleton, layers, config.pool))
     del skeleton
     records = source.records
     layout = StoreLayout(
@@ -254,7 +261,7 @@ class _ChunkWriter:
 
 
 def _iterate_chunks(
-    extractor: PooledExtractor,
+    extractor: Extractor,
     loader: DataLoader[Any],
     chunks: Sequence[int],
     n_images: int,
@@ -272,9 +279,9 @@ def _iterate_chunks(
     amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
            if (autocast and use_cuda) else nullcontext())
     for batch, indices, errors in loader:
-        if use_cuda:
-            batch = batch.to(device, non_blocking=True).contiguous(
-                memory_format=torch.channels_last)
+        batch = batch.to(device, non_blocking=True)
+        if _channels_last(device):
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with amp:
             features = extractor(batch)
         for name, values in features.items():
@@ -410,7 +417,9 @@ def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
         if config.scheduler is not None:
             jobs.extend((init_index, spec.name, chunk) for chunk in pending)
         else:
-            _extract_init(plan, store, dataset, model, init_index, spec.name, pending, progress)
+            extractor = _make_extractor(plan, model, config.compile)
+            _extract_init(plan, store, dataset, extractor, init_index, spec.name, pending,
+                          progress)
         del model
     if jobs:
         _extract_distributed(plan, store, jobs, progress)
@@ -552,10 +561,9 @@ def _float16_preflight(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Modu
     """Refuse a float16 init before anything of it is written: one batch, every layer."""
     first = list(range(min(plan.config.batch_size, len(dataset))))
     batch = torch.stack([dataset[i][0] for i in first]).to(plan.device)
-    channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
-    extractor = PooledExtractor(model.to(plan.device), plan.layers, plan.config.pool,
-                                channel_axes, **_token_layout(plan))
-    _check_float16(extractor(batch), init_name)
+    if _channels_last(plan.device):
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    _check_float16(_make_extractor(plan, model, compile_=False)(batch), init_name)
 
 
 def _record_health(store: FeatureStore) -> None:
@@ -583,11 +591,32 @@ def _record_health(store: FeatureStore) -> None:
     store.update_meta(health=health)
 
 
+#: channels-last memory format on the CPU too (measured: benchmarks/RESULTS.md, "Compiled and
+#: channels-last extraction")
+_CPU_CHANNELS_LAST = False
+
+
+def _channels_last(device: str) -> bool:
+    """Whether batches and weights use the channels-last memory format on ``device``."""
+    return device.startswith("cuda") or _CPU_CHANNELS_LAST
+
+
+def _make_extractor(plan: _Plan, model: torch.nn.Module, compile_: bool) -> Extractor:
+    """The pooled-activation extractor of ``model`` on the plan's device (compiled on request)."""
+    model = model.to(plan.device)
+    if _channels_last(plan.device):
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
+    eager = PooledExtractor(model, plan.layers, plan.config.pool, channel_axes,
+                            **_token_layout(plan))
+    return CompiledPooledExtractor(eager) if compile_ else eager
+
+
 def _extract_init(
     plan: _Plan,
     store: FeatureStore,
     dataset: _ImageDataset,
-    model: torch.nn.Module,
+    extractor: Extractor,
     init_index: int,
     init_name: str,
     pending: list[int],
@@ -595,12 +624,6 @@ def _extract_init(
 ) -> None:
     config = plan.config
     n_images, chunk_images = store.n_images, store.chunk_images
-    model = model.to(plan.device)
-    if plan.device.startswith("cuda"):
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    channel_axes = {spec.name: spec.channel_axis for spec in plan.layout.layers}
-    extractor = PooledExtractor(model, plan.layers, config.pool, channel_axes,
-                                **_token_layout(plan))
     batches = _chunk_batches(pending, n_images, chunk_images, config.batch_size)
     loader: DataLoader[Any] = DataLoader(
         dataset,
@@ -679,14 +702,14 @@ def _extract_distributed(plan: _Plan, store: FeatureStore, jobs: list[tuple[int,
         progress.finish("extract (dask)")
 
 
-#: models built in a dask worker process, by (store, init): built once per process, reused by
-#: every chunk task of that init
-_WORKER_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+#: extractors built in a dask worker process, by (store, init): the model is built (and
+#: compiled) once per process, reused by every chunk task of that init
+_WORKER_EXTRACTORS: dict[tuple[str, str], Extractor] = {}
 
 
-def _worker_model(plan: _Plan, init_name: str, init_index: int) -> torch.nn.Module:
+def _worker_extractor(plan: _Plan, init_name: str, init_index: int) -> Extractor:
     key = (plan.config.store, init_name)
-    if key not in _WORKER_MODELS:
+    if key not in _WORKER_EXTRACTORS:
         spec = parse_init(init_name)
         model, _ = build_model(plan.config.model, spec)
         if spec.recalibrate:
@@ -697,8 +720,8 @@ def _worker_model(plan: _Plan, init_name: str, init_index: int) -> torch.nn.Modu
                     f"{init_name!r}; rerun the same command to estimate them again"
                 )
             _load_norm_state(model, state)
-        _WORKER_MODELS[key] = model
-    return _WORKER_MODELS[key]
+        _WORKER_EXTRACTORS[key] = _make_extractor(plan, model, plan.config.compile)
+    return _WORKER_EXTRACTORS[key]
 
 
 def _extract_chunk_task(plan: _Plan, init_name: str, init_index: int, chunk: int) -> int:
@@ -713,8 +736,8 @@ def _extract_chunk_task(plan: _Plan, init_name: str, init_index: int, chunk: int
     local = replace(plan, device=parse_device(plan.config.device, torch.cuda.is_available()))
     store = FeatureStore.open(plan.config.store, mode="r+")
     dataset = _ImageDataset(local.source, local.transform)
-    model = _worker_model(local, init_name, init_index)
-    _extract_init(local, store, dataset, model, init_index, init_name, [chunk], None)
+    extractor = _worker_extractor(local, init_name, init_index)
+    _extract_init(local, store, dataset, extractor, init_index, init_name, [chunk], None)
     start, stop = S.chunk_bounds(chunk, store.n_images, store.chunk_images)
     return stop - start
 
@@ -738,6 +761,7 @@ def extract(
     autocast: bool = False,
     bn_images: int = DEFAULT_BN_IMAGES,
     scheduler: str | None = None,
+    compile: bool = False,
     repair: bool = False,
     progress: Progress | None = None,
 ) -> xr.Dataset:
@@ -788,6 +812,10 @@ def extract(
         a task on a worker (its own device: start one worker per GPU with
         ``CUDA_VISIBLE_DEVICES``), written straight to the store, which the workers must reach.
         The result is the same store.
+    compile : bool
+        Run a ``torch.compile``'d copy of the network truncated after the deepest layer
+        (:mod:`featstore.compiled`): features equal to float rounding, tens of seconds of
+        compilation first; worth it for large jobs only.
     repair : bool
         Verify the store first and recompute exactly its corrupt or missing chunks
         (``featstore verify`` lists them).
@@ -819,6 +847,6 @@ def extract(
         pool=pool, image_size=image_size, device=device, batch_size=batch_size, workers=workers,
         dtype=dtype, chunk_images=chunk_images, overwrite=overwrite,
         skip_unreadable=skip_unreadable, autocast=autocast, bn_images=bn_images,
-        scheduler=scheduler,
+        scheduler=scheduler, compile=compile,
     )
     return run_extract(config, progress, repair=repair)
