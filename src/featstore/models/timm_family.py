@@ -36,12 +36,14 @@ timm is imported only when a ``timm:`` model is used.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
+import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -318,9 +320,23 @@ def _not_cached(name: str, source: str, cache_dir: str) -> WeightsUnavailableErr
 
 
 def _unavailable(name: str, source: str, exc: BaseException) -> WeightsUnavailableError:
+    offline = "" if _offline() else " (without internet, HF_HUB_OFFLINE=1 skips the hub)"
     return WeightsUnavailableError(
         f"cannot load the weights of {name} ({source}): {_reason(exc)}; {_CHECKPOINT_HINT}"
+        f"{offline}"
     )
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Keep huggingface_hub's retry warnings off stderr: a failure becomes one featstore line."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _build_pretrained(spec: TimmName, name: str) -> tuple[nn.Module, str | None, str | None]:
@@ -340,8 +356,9 @@ def _build_pretrained(spec: TimmName, name: str) -> tuple[nn.Module, str | None,
     if hub_id and _offline() and _cached_hub_file(hub_id, files, cache_dir) is None:
         raise _not_cached(name, source, cache_dir)
     try:
-        net = _create(spec, name, pretrained=True,
-                      cache_dir=cache_dir if hub_id else None)
+        with _quiet_hub():
+            net = _create(spec, name, pretrained=True,
+                          cache_dir=cache_dir if hub_id else None)
     except (OSError, ValueError, RuntimeError) as exc:
         raise _unavailable(name, source, exc) from exc
     cached = _cached_hub_file(hub_id, files, cache_dir) if hub_id else None
@@ -358,7 +375,8 @@ def _build_hub(spec: TimmName, name: str, repo: str) -> tuple[nn.Module, str, st
     if offline and _cached_hub_file(repo, ("config.json",), cache_dir) is None:
         raise _not_cached(name, source, cache_dir)
     try:
-        _, arch, hub_args = load_model_config_from_hf(repo, cache_dir=cache_dir)
+        with _quiet_hub():
+            _, arch, hub_args = load_model_config_from_hf(repo, cache_dir=cache_dir)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _unavailable(name, source, exc) from exc
     if str(arch).partition(".")[0] != spec.arch:
@@ -380,8 +398,9 @@ def _build_hub(spec: TimmName, name: str, repo: str) -> tuple[nn.Module, str, st
     if offline and _cached_hub_file(repo, _weight_files(None), cache_dir) is None:
         raise _not_cached(name, source, cache_dir)
     try:
-        net = _create(spec, name, model_name=f"hf-hub:{repo}", pretrained=True,
-                      cache_dir=cache_dir)
+        with _quiet_hub():
+            net = _create(spec, name, model_name=f"hf-hub:{repo}", pretrained=True,
+                          cache_dir=cache_dir)
     except (OSError, ValueError, RuntimeError) as exc:
         raise _unavailable(name, source, exc) from exc
     cached = _cached_hub_file(repo, _weight_files(None), cache_dir)
