@@ -113,7 +113,7 @@ class ExtractConfig:
     layers : tuple of str
         ``("auto",)`` or module paths.
     pool : str
-        ``"avg"`` or ``"max"``.
+        ``"avg"``, ``"max"`` or ``"cls"`` (the class token of transformer layers).
     image_size : int or None
         Side length after resizing; None takes the model's standard size.
     device, batch_size, workers : run-time settings.
