@@ -94,7 +94,7 @@ def trace(request: pytest.FixtureRequest) -> Iterator[Trace]:
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
-            model(torch.rand(2, 3, family.size, family.size,
+            model(torch.rand(1, 3, family.size, family.size,
                              generator=torch.Generator().manual_seed(0)))
     finally:
         torch.set_num_threads(threads)
