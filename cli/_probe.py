@@ -49,7 +49,10 @@ def _table(results: xr.Dataset, gain: xr.Dataset | None) -> Table:
     folds = results.sizes["fold"]
     chance = float(results["chance"].sel(metric=metric))
     info = probe_info(results)
-    title = (f"{classifier} {metric} ({folds} fold{'s' if folds > 1 else ''}, "
+    grouping = info.get("grouping") or {}
+    by = grouping.get("by") or (f"regex {grouping['regex']}" if "regex" in grouping else None)
+    grouped = f" grouped by {by}, {grouping.get('n_groups', '?')} groups" if by else ""
+    title = (f"{classifier} {metric} ({folds} fold{'s' if folds > 1 else ''}{grouped}, "
              f"{info.get('n_images_used', '?')} images, chance {chance:.3f})")
     table = Table(title=title)
     table.add_column("layer")
@@ -178,12 +181,24 @@ def probe_command(
     inner_folds: Annotated[int, typer.Option(
         help="Stratified inner folds of the nested CV of =auto classifiers.")
     ] = DEFAULT_INNER_FOLDS,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="Image coordinate of the store (an extra manifest column such as "
+                           "patient or slide): StratifiedGroupKFold, no group in two test "
+                           "folds; the gain's CI resamples groups.")] = None,
+    group_regex: Annotated[str | None, typer.Option(
+        "--group-regex", help=r"Group each image by the first capture group of this regex "
+                              r"searched in its path, e.g. '^[^/]+/(\d+)_'.")] = None,
+    leak_check: Annotated[bool, typer.Option(
+        "--leak-check/--no-leak-check", help="Hash the store's images (when they can be read) "
+                                             "and warn when test images have a near-copy among "
+                                             "their fold's training images.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Recompute stored results.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fit classifiers on every layer and init; show each layer's knowledge gain with its CI."""
     # heavy imports (dask, xarray, scikit-learn) only when the command runs
     from featstore.gain import check_gain_inits, knowledge_gain, parse_margin
+    from featstore.leakcheck import leak_warning
     from featstore.results import init_kinds, probe_info, write_gain_csv, write_results_csv
     from featstore.sweep import run_probe, stored_run
 
@@ -191,7 +206,7 @@ def probe_command(
         store=store, classifiers=tuple(classifier or ("logreg",)), folds=folds, seed=seed,
         split=split, layers=_names(layers), inits=_names(inits), tol=tol, max_iter=max_iter,
         auto_grid=parse_auto_grid(auto_grid), inner_folds=inner_folds, scheduler=scheduler,
-        force=force,
+        force=force, group_by=group_by, group_regex=group_regex, leak_check=leak_check,
     )
     if n_boot < 1:
         raise ProbeInputError(f"invalid --n-boot {n_boot}; must be an integer >= 1")
@@ -225,6 +240,9 @@ def probe_command(
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in _unconverged_lines(results):
         err.print(line, highlight=False, markup=False, soft_wrap=True)
+    warning = leak_warning(info.get("leaks"))
+    if warning is not None:
+        err.print(warning, highlight=False, markup=False, soft_wrap=True)
     if out is not None:
         write_results_csv(results, out)
     if gain_out is not None and gain is not None:

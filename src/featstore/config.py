@@ -247,6 +247,16 @@ class ProbeConfig:
         None (local threads), ``"threads:N"``, ``"sync"``, ``"local:N"`` or ``"tcp://HOST:PORT"``.
     force : bool
         Recompute even when results of the same identity are stored.
+    group_by : str or None
+        An image coordinate of the store (a manifest column such as ``patient``): folds are
+        ``StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)`` over its
+        values, so no group is tested in two folds.
+    group_regex : str or None
+        Instead of ``group_by``: the first capture group of this regular expression searched
+        in each image's path (:func:`featstore.leaks.groups_from_paths`).
+    leak_check : bool
+        Look for near-duplicate images across folds when the images can be read (a run-time
+        setting: it changes no score, only the warning and the recorded count).
     """
 
     store: str
@@ -262,15 +272,23 @@ class ProbeConfig:
     inner_folds: int = DEFAULT_INNER_FOLDS
     scheduler: str | None = None
     force: bool = False
+    group_by: str | None = None
+    group_regex: str | None = None
+    leak_check: bool = True
 
     #: fields that change the results
     IDENTITY_FIELDS = ("classifiers", "folds", "seed", "split", "layers", "inits", "tol",
                        "max_iter", "auto_grid", "inner_folds")
+    #: fields that change the results when set; left out of the identity when None, so that
+    #: ungrouped runs keep the identity (and run id) they had before grouping existed
+    GROUP_FIELDS = ("group_by", "group_regex")
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the results, JSON-able."""
         data = self.to_dict()
-        return {key: data[key] for key in self.IDENTITY_FIELDS}
+        out = {key: data[key] for key in self.IDENTITY_FIELDS}
+        out.update({key: data[key] for key in self.GROUP_FIELDS if data[key] is not None})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""

@@ -31,7 +31,7 @@ import re
 import warnings
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ __all__ = [
     "NpzSource",
     "PCamSource",
     "open_source",
+    "RESERVED_COLUMNS",
+    "parse_extra_columns",
     "to_rgb",
     "decode_image",
     "preprocess",
@@ -79,6 +81,11 @@ _SPLITS: tuple[str, ...] = ("train", "val", "test")
 _PCAM_SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 _PCAM_PATTERN = re.compile(r"^(?P<stem>.*?)(?P<split>train|valid|val|test)?_x\.h5$")
 _PCAM_CLASSES = ("no_tumor", "tumor")
+#: manifest columns that are not kept as extra image coordinates: the manifest's own columns
+#: and the names the store and the probe results already use along ``image``
+RESERVED_COLUMNS: frozenset[str] = frozenset(
+    {"path", "label", "split", "image", "init", "valid", "group", "test_fold", "prediction"})
+_COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -118,12 +125,17 @@ class ImageSource(ABC):
 
     kind: str = "abstract"
 
-    def __init__(self, root: str, classes: list[str], records: list[ImageRecord]) -> None:
+    def __init__(self, root: str, classes: list[str], records: list[ImageRecord],
+                 columns: Mapping[str, Sequence[str]] | None = None) -> None:
         if not records:
             raise DataSourceError(f"no images found in '{root}'")
         self.root = root
         self.classes = classes
         self.records = records
+        #: extra per-image text columns (a manifest's ``patient``, ``slide``...): column name ->
+        #: one value per record, in record order; empty for sources without them
+        self.columns: dict[str, tuple[str, ...]] = {
+            name: tuple(str(v) for v in values) for name, values in (columns or {}).items()}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -155,14 +167,17 @@ class ImageSource(ABC):
         return digest.hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary recorded in the store."""
-        return {
+        """JSON-able summary recorded in the store (``columns`` only when there are some)."""
+        out: dict[str, Any] = {
             "kind": self.kind,
             "root": self.root,
             "n_images": len(self.records),
             "classes": list(self.classes),
             "fingerprint": self.fingerprint(),
         }
+        if self.columns:
+            out["columns"] = list(self.columns)
+        return out
 
 
 class _FileSource(ImageSource):
@@ -236,12 +251,14 @@ class ImageFolderSource(_FileSource):
 
 
 class ManifestSource(_FileSource):
-    """A CSV manifest with a header and columns ``path,label[,split]``.
+    """A CSV manifest with a header and columns ``path,label[,split]`` and any extra columns.
 
     Paths are relative to the manifest's folder (absolute paths inside it are allowed when they
     stay below that folder); ``..`` components are resolved without following links. Labels are
     class names; classes are sorted (numerically when all labels are numbers) unless
-    ``classes`` gives them.
+    ``classes`` gives them. Every other column (``patient``, ``slide``...) is kept as text in
+    :attr:`columns` and becomes an image coordinate of the store (``featstore probe
+    --group-by patient``); its name must not be one of :data:`RESERVED_COLUMNS`.
 
     Parameters
     ----------
@@ -282,7 +299,9 @@ class ManifestSource(_FileSource):
                 )
             split = row["split"] if has_split else None
             records.append(ImageRecord(rel, index[row["label"]], split))
-        super().__init__(str(root), names, records)
+        extra = parse_extra_columns(manifest_path, list(rows[0]))
+        columns = {name: [row.get(name, "") for row in rows] for name in extra}
+        super().__init__(str(root), names, records, columns)
 
 
 class NpzSource(ImageSource):
@@ -580,6 +599,43 @@ def _read_manifest(manifest: Path) -> list[dict[str, str]]:
     if not rows:
         raise DataSourceError(f"manifest '{manifest}' lists no images")
     return rows
+
+
+def parse_extra_columns(manifest: str | os.PathLike[str], columns: Sequence[str]) -> list[str]:
+    """The extra columns of a manifest header, in header order, checked as coordinate names.
+
+    Parameters
+    ----------
+    manifest : str or PathLike
+        The manifest (named in errors).
+    columns : sequence of str
+        Its header, stripped; empty names (a trailing comma) are ignored.
+
+    Returns
+    -------
+    list of str
+        Every column except ``path``, ``label`` and ``split``.
+
+    Raises
+    ------
+    DataSourceError
+        For a name the store already uses along ``image`` (:data:`RESERVED_COLUMNS`), a name
+        that is not a letter followed by letters, digits, ``_``, ``.`` or ``-``, or a repeat.
+    """
+    out: list[str] = []
+    for name in columns:
+        if not name or name in ("path", "label", "split"):
+            continue
+        if name in RESERVED_COLUMNS or not _COLUMN_NAME.match(name) or name.startswith("unit_"):
+            raise DataSourceError(
+                f"manifest '{manifest}' column '{name}' cannot become an image coordinate; "
+                "extra columns need a name that starts with a letter (letters, digits, _ . -) "
+                f"and is none of {', '.join(sorted(RESERVED_COLUMNS))}: rename it"
+            )
+        if name in out:
+            raise DataSourceError(f"manifest '{manifest}' has column '{name}' twice")
+        out.append(name)
+    return out
 
 
 def _cell(value: str | list[str] | None) -> str:

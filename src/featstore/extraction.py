@@ -157,6 +157,7 @@ def plan_layout(config: ExtractConfig) -> _Plan:
         labels=tuple(r.label for r in records),
         splits=tuple(str(r.split) for r in records) if source.has_splits else None,
         data=source.describe(),
+        coords=tuple(source.columns.items()),
     )
     return _Plan(config, source, layout, layers, specs, transform, device)
 
@@ -198,6 +199,7 @@ def _prepare_store(plan: _Plan, meta: dict[str, Any]) -> FeatureStore:
             f"({_describe_diffs(stored, wanted, diffs)}); nothing was changed; "
             "use another --store, or --overwrite to replace it"
         )
+    store.sync_image_coords(plan.layout)  # extra manifest columns describe images, not features
     return store
 
 

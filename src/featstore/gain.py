@@ -32,6 +32,7 @@ from .results import (
     BASELINE,
     CLASSIFIER,
     FOLD,
+    GROUP,
     LAYER,
     LAYER_MODULE,
     LAYER_UNITS,
@@ -46,6 +47,7 @@ __all__ = [
     "BASELINE_DESCRIPTIONS",
     "PRETRAINED_BN_DESCRIPTION",
     "CI_METHOD",
+    "CLUSTER_CI_METHOD",
     "DEFAULT_MARGIN",
     "TIE_TOLERANCE",
     "check_gain_inits",
@@ -59,6 +61,16 @@ CI_METHOD: Final = (
     "fold; every init's metric is recomputed from its stored out-of-fold predictions on the "
     "same resample; with two or more seeds in a baseline group the seeds are also resampled "
     "with replacement in every replicate"
+)
+#: the interval's method for grouped results (``featstore probe --group-by``)
+CLUSTER_CI_METHOD: Final = (
+    "paired percentile cluster bootstrap: the groups (patients, slides) of each fold's test "
+    "images are resampled with replacement within that fold, each drawn group bringing all its "
+    "test images, because images of one group are not independent; every init's metric is "
+    "recomputed from its stored out-of-fold predictions on the same resample; with two or more "
+    "seeds in a baseline group the seeds are also resampled with replacement in every "
+    "replicate; with few groups per fold the interval is itself uncertain (a fold with one "
+    "group adds no spread)"
 )
 
 #: what each baseline group is, in words (the treatment is always ``pretrained``)
@@ -180,6 +192,16 @@ def normalized_gain(pretrained: np.ndarray, baseline: np.ndarray) -> np.ndarray:
 def _fold_weights(n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """How often each test image of a fold is drawn in each replicate, shape (n_boot, n_rows)."""
     return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot).astype(np.float64)
+
+
+def _cluster_weights(groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each test image of a fold is drawn in each replicate when its groups are
+    resampled: ``n_groups`` draws with replacement of the fold's groups (sorted by name), each
+    draw bringing every image of its group. Shape (n_boot, n_rows)."""
+    names, member = np.unique(np.asarray([str(g) for g in groups], dtype=object),
+                              return_inverse=True)
+    counts = rng.multinomial(names.size, np.full(names.size, 1.0 / names.size), size=n_boot)
+    return counts[:, member.ravel()].astype(np.float64)
 
 
 def _boot_fold_scores(weights: np.ndarray, truth: np.ndarray, predictions: np.ndarray,
@@ -333,6 +355,14 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
     intervals, so the sweet spot moves *deeper* with less data, towards the best layer, never
     shallower.
 
+    Grouped results (a ``group`` coordinate, from ``featstore probe --group-by`` or
+    ``--group-regex``) are resampled by group instead (cluster bootstrap,
+    :data:`CLUSTER_CI_METHOD`): in each fold the test images' groups, sorted by name, are drawn
+    with replacement as many times as the fold has groups, and each draw brings all of its
+    group's test images, so a fold's resampled size varies. Images of one patient are not
+    independent; resampling them one by one would make the interval too narrow. The random
+    numbers are drawn in the same order (per fold, then the seeds).
+
     The intervals describe the uncertainty due to the finite test sample (and, with several
     seeds, the seeds), for the classifiers as trained; the variance of refitting on other
     training sets or fold partitions is not included (that would need repeated
@@ -370,13 +400,16 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
     info = probe_info(results)
     n_classes = max(len(info.get("classes", []) or []), int(labels.max(initial=0)) + 1,
                     int(prediction.max(initial=0)) + 1)
+    clusters = (np.asarray([str(v) for v in results[GROUP].values], dtype=object)
+                if GROUP in results.coords else None)
     rng = np.random.default_rng(seed)
     boot = np.zeros((n_boot, n_c, n_l, n_u, n_m))
     for f in range(folds):
         rows = np.flatnonzero(test_fold == f)
         if rows.size == 0:
             raise ProbeInputError(f"fold {f} of the results has no test images")
-        weights = _fold_weights(rows.size, n_boot, rng)
+        weights = (_fold_weights(rows.size, n_boot, rng) if clusters is None
+                   else _cluster_weights(clusters[rows], n_boot, rng))
         sets = prediction[:, :, :, rows].reshape(-1, rows.size).astype(np.int64)
         if (sets < 0).any():
             raise ProbeInputError("results lack a prediction for some test image; rerun "
@@ -440,11 +473,16 @@ def knowledge_gain(results: xr.Dataset, n_boot: int = 1000, seed: int = 0,
     data.update({name: (dims, value) for name, value in out.items()})
     data["best_layer"] = ((BASELINE, CLASSIFIER, METRIC), best)
     data["sweet_spot_layer"] = ((BASELINE, CLASSIFIER, METRIC), sweet)
+    grouped: dict[str, Any] = {}
+    if clusters is not None:
+        grouped["bootstrap_groups_per_fold"] = [
+            len(set(clusters[test_fold == f].tolist())) for f in range(folds)]
     return xr.Dataset(
         data,
         coords=coords,
         attrs={
-            "ci_method": CI_METHOD,
+            **grouped,
+            "ci_method": CI_METHOD if clusters is None else CLUSTER_CI_METHOD,
             "confidence": float(confidence),
             "n_boot": int(n_boot),
             "seed": int(seed),

@@ -22,8 +22,15 @@ store, with
   int;
 * ``attrs["featstore_probe"]`` (:data:`RESULTS_ATTR`): ``config``, ``run``, ``created``,
   ``versions``, ``classes``, ``n_images_used``, ``excluded``, ``unconverged`` (classifier ->
-  number of unconverged fits, inner-CV fits included). It is written last, so a run without it
-  is incomplete and never reused.
+  number of unconverged fits, inner-CV fits included), ``leaks`` (the leak check,
+  :mod:`featstore.leakcheck`: ``checked`` and, when checked, ``test_with_train_copy`` -- test
+  images with a near-copy among their fold's training images -- with the pair counts; else the
+  ``reason``). It is written last, so a run without it is incomplete and never reused.
+* grouped runs (``featstore probe --group-by COLUMN`` / ``--group-regex REGEX``) also have the
+  coordinate ``group`` (image) str, each image's group, and ``attrs["featstore_probe"]
+  ["grouping"]``: ``by`` (the column) or ``regex``, ``n_groups`` among the usable images and
+  the ``splitter``. No group is tested in two folds; :func:`featstore.knowledge_gain`
+  resamples groups (cluster bootstrap) when ``group`` is present.
 
 The sweep (:mod:`featstore.sweep`) writes runs with :func:`write_results`; everything else reads
 them with :func:`open_results`, :func:`list_runs` and :func:`describe_runs`, and exports tidy CSV
@@ -58,6 +65,7 @@ __all__ = [
     "LAYER_MODULE",
     "LAYER_UNITS",
     "TEST_FOLD",
+    "GROUP",
     "CHOSEN_PARAM",
     "CONVERGED",
     "INNER_UNCONVERGED",
@@ -93,6 +101,8 @@ INIT_KIND: Final = "init_kind"
 LAYER_MODULE: Final = "layer_module"
 LAYER_UNITS: Final = "layer_units"
 TEST_FOLD: Final = "test_fold"
+#: coordinate of grouped results (dim image): the group (patient, slide) of each image
+GROUP: Final = "group"
 #: per-fold variables of the results beside ``score``
 CHOSEN_PARAM: Final = "chosen_param"
 CONVERGED: Final = "converged"

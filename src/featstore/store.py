@@ -44,7 +44,7 @@ import zarr.storage
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from . import schema as S
-from .errors import NotAStoreError
+from .errors import DataSourceError, NotAStoreError
 from .location import is_local, local_path, url_to_fs
 from .lock import LOCK_KEY, LockInfo, lock_holder
 
@@ -172,6 +172,11 @@ class StoreLayout:
         The data's own split per image, when it has one.
     data : dict
         Summary of the data source (kind, root, fingerprint...).
+    coords : tuple of (str, tuple of str)
+        Extra image coordinates (a manifest's ``patient``, ``slide``...): name and one text
+        value per image, in store order. They describe the images, not the features, so they
+        are no part of the store's identity: a resumed extraction rewrites them when the data
+        changed them (:meth:`FeatureStore.sync_image_coords`).
     """
 
     model: str
@@ -185,6 +190,25 @@ class StoreLayout:
     labels: tuple[int, ...]
     splits: tuple[str, ...] | None
     data: Mapping[str, Any]
+    coords: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        taken = {S.IMAGE, S.INIT, S.LABEL, S.PATH, S.SPLIT, S.VALID, S.INTERNAL_GROUP,
+                 S.PROBES_GROUP} | {layer.var for layer in self.layers}
+        for name, values in self.coords:
+            if name in taken:
+                raise DataSourceError(
+                    f"image coordinate '{name}' clashes with a name the store already uses "
+                    f"({', '.join(sorted(taken))}); rename that manifest column"
+                )
+            if len(values) != len(self.paths):
+                raise ValueError(f"image coordinate '{name}' has {len(values)} values for "
+                                 f"{len(self.paths)} images")
+
+    @property
+    def coord_names(self) -> list[str]:
+        """Names of the extra image coordinates, in order."""
+        return [name for name, _ in self.coords]
 
     @property
     def n_images(self) -> int:
@@ -209,7 +233,8 @@ class StoreLayout:
             "classes": list(self.classes),
             "data_fingerprint": self.data.get("fingerprint"),
             "n_images": self.n_images,
-            "data": _jsonable(dict(self.data)),
+            "data": _jsonable({**self.data, "columns": self.coord_names} if self.coords
+                              else dict(self.data)),
         }
 
 
@@ -406,6 +431,7 @@ class FeatureStore:
         n_images = layout.n_images
         image_chunk = layout.chunk_images
         coords = [S.LABEL, S.PATH, S.VALID] + ([S.SPLIT] if layout.splits is not None else [])
+        coords += layout.coord_names
         checked = _checked_compressors()
 
         def coordinate(name: str, dtype: Any, values: np.ndarray) -> None:
@@ -419,6 +445,8 @@ class FeatureStore:
         coordinate(S.PATH, str, np.asarray(layout.paths, dtype=object))
         if layout.splits is not None:
             coordinate(S.SPLIT, str, np.asarray(layout.splits, dtype=object))
+        for name, values in layout.coords:
+            coordinate(name, str, np.asarray(values, dtype=object))
         group.create_array(S.VALID, shape=(n_images,), chunks=(image_chunk,), dtype="bool",
                            fill_value=True, compressors=checked, dimension_names=(S.IMAGE,))
         group.create_array(S.INIT, shape=(0,), chunks=(1,), dtype=str, compressors=checked,
@@ -572,11 +600,61 @@ class FeatureStore:
                   S.PATH: np.asarray(layout.paths, dtype=object)}
         if layout.splits is not None:
             values[S.SPLIT] = np.asarray(layout.splits, dtype=object)
+        known = set(self.image_coord_names)
+        values.update({name: np.asarray(v, dtype=object) for name, v in layout.coords
+                       if name in known})
         for name, data in values.items():
             self.group[name][:] = data  # type: ignore[index]
         names = self.init_names
         if names:
             self.group[S.INIT][:] = np.asarray(names, dtype=object)  # type: ignore[index]
+
+    @property
+    def image_coord_names(self) -> list[str]:
+        """Names of the extra image coordinates (a manifest's extra columns), in order."""
+        data = self.meta.get("data") or {}
+        return [str(c) for c in data.get("columns", [])] if isinstance(data, Mapping) else []
+
+    def image_coords(self) -> dict[str, np.ndarray]:
+        """The extra image coordinates: name -> object array of str, shape (n_images,)."""
+        return {name: np.asarray(self.group[name][:], dtype=object)  # type: ignore[index]
+                for name in self.image_coord_names}
+
+    def sync_image_coords(self, layout: StoreLayout) -> bool:
+        """Make the extra image coordinates those of ``layout`` (a resumed extraction whose
+        manifest gained, lost or changed a column); nothing is written when they already match.
+
+        Returns
+        -------
+        bool
+            Whether anything changed.
+        """
+        stored = self.image_coords()
+        wanted = {name: np.asarray(values, dtype=object) for name, values in layout.coords}
+        if list(stored) == list(wanted) and all(
+                np.array_equal(stored[n], wanted[n]) for n in wanted):
+            return False
+        checked = _checked_compressors()
+        for name in stored:
+            if name not in wanted:
+                del self.group[name]
+        for name, values in wanted.items():
+            array = self.group.create_array(
+                name, shape=(self.n_images,), chunks=(max(1, self.n_images),), dtype=str,
+                compressors=checked, dimension_names=(S.IMAGE,), overwrite=True)
+            array[:] = values
+        base = [S.LABEL, S.PATH, S.VALID] + ([S.SPLIT] if S.SPLIT in self.group else [])
+        for var in self.layer_vars:
+            self.layer_array(var).attrs["coordinates"] = " ".join(base + list(wanted))
+        meta = self.meta
+        data = dict(meta.get("data") or {})
+        data.pop("columns", None)
+        if wanted:
+            data["columns"] = list(wanted)
+        meta["data"] = data
+        self.group.attrs[S.ATTRS_KEY] = _jsonable(meta)
+        self.consolidate()
+        return True
 
     def chunk_key(self, var: str, coords: tuple[int, ...]) -> str:
         """Store key of one chunk of array ``var``, e.g. ``"stem/c/0/3/0"``."""

@@ -5,8 +5,9 @@ This module is the I/O and orchestration edge of probing; the compute lives in
 
 1. validates the request against the store (labels, classes, layers, inits, completeness) and
    builds one :class:`~featstore.probing.FoldPlan` shared by every layer, init and classifier
-   (``StratifiedKFold(n_splits=K, shuffle=True, random_state=seed)`` over the usable images, or
-   the store's own split);
+   (``StratifiedKFold(n_splits=K, shuffle=True, random_state=seed)`` over the usable images,
+   ``StratifiedGroupKFold`` with the same arguments when the images are grouped by an image
+   coordinate or a regex on their paths, or the store's own split);
 2. reads features lazily (:func:`featstore.store.open_store`) and runs one dask task per
    (init, layer) block, which loads the block once and evaluates every classifier and fold on
    it. When every classifier can be fit from sufficient statistics (ridge, nearest centroid),
@@ -41,7 +42,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from . import schema as S
 from .config import (
@@ -63,6 +64,8 @@ from .errors import (
 )
 from .gain import check_gain_inits
 from .inits import init_kind
+from .leakcheck import LEAK_ATTR, leak_summary, not_checked, store_leaks
+from .leaks import LeakResult, groups_from_paths
 from .probing import (
     METRICS,
     BlockResult,
@@ -85,6 +88,7 @@ from .results import (
     CLASSIFIER,
     CONVERGED,
     FOLD,
+    GROUP,
     INIT_KIND,
     INNER_UNCONVERGED,
     LAYER,
@@ -163,6 +167,51 @@ class _Request:
     inits: list[str]
     scheduler: tuple[str, int | str | None]
     run_id: str
+    groups: np.ndarray | None = None
+
+
+def _grouping(config: ProbeConfig) -> dict[str, str] | None:
+    """How the run groups its images, as recorded in the results attrs (None: ungrouped)."""
+    if config.group_by is not None:
+        return {"by": config.group_by}
+    if config.group_regex is not None:
+        return {"regex": config.group_regex}
+    return None
+
+
+def _resolve_groups(config: ProbeConfig, store: FeatureStore,
+                    ds: xr.Dataset) -> np.ndarray | None:
+    """Group of every image (object array of str, shape (n_images,)), or None without
+    ``group_by`` / ``group_regex``."""
+    url = config.store
+    if config.group_by is not None and config.group_regex is not None:
+        raise ProbeInputError("--group-by and --group-regex both given; choose one way to "
+                              "group the images")
+    if config.group_by is None and config.group_regex is None:
+        return None
+    if config.split:
+        raise ProbeInputError("--group-by/--group-regex cannot be combined with --split: the "
+                              "store's split is fixed; drop --split to use grouped K-fold")
+    if config.group_regex is not None:
+        values = groups_from_paths([str(p) for p in ds[S.PATH].values], config.group_regex)
+        return np.asarray(values, dtype=object)
+    name = config.group_by
+    candidates = [str(c) for c, v in ds.coords.items()
+                  if v.dims == (S.IMAGE,) and c not in (S.IMAGE, S.LABEL, S.VALID)]
+    if name not in candidates:
+        extra = store.image_coord_names
+        hint = (f"its image coordinates: {', '.join(candidates)}" if extra else
+                "it has no extra image coordinates; extract from a CSV manifest with a column "
+                "such as 'patient', or use --group-regex on the image paths")
+        raise ProbeInputError(f"--group-by {name!r} is not an image coordinate of store "
+                              f"'{url}'; {hint}")
+    column = np.asarray([str(v) for v in ds[name].values], dtype=object)
+    empty = np.flatnonzero(column == "")
+    if empty.size:
+        path = str(ds[S.PATH].values[empty[0]])
+        raise ProbeInputError(f"--group-by {name!r}: {empty.size} images have an empty value "
+                              f"(first: '{path}'); every image needs a group")
+    return column
 
 
 def _fingerprint(store: FeatureStore, inits: Sequence[str]) -> dict[str, Any]:
@@ -170,9 +219,13 @@ def _fingerprint(store: FeatureStore, inits: Sequence[str]) -> dict[str, Any]:
     return {"identity": store.identity(), "inits": [described.get(n, {"name": n}) for n in inits]}
 
 
-def _run_id(config: ProbeConfig, fingerprint: dict[str, Any]) -> str:
-    payload = json.dumps({"probe": config.identity(), "store": fingerprint,
-                          "format": _PROBE_FORMAT}, sort_keys=True, default=str)
+def _run_id(config: ProbeConfig, fingerprint: dict[str, Any],
+            groups: np.ndarray | None = None) -> str:
+    content: dict[str, Any] = {"probe": config.identity(), "store": fingerprint,
+                               "format": _PROBE_FORMAT}
+    if groups is not None:  # the group values are part of a grouped run (a manifest may change)
+        content["groups"] = hashlib.sha256(json.dumps(groups.tolist()).encode()).hexdigest()
+    payload = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -207,8 +260,9 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
         config, store=url, classifiers=tuple(s.name for s in specs), layers=tuple(layers),
         inits=tuple(inits), folds=1 if config.split else config.folds, auto_grid=grid,
     )
+    groups = _resolve_groups(resolved, store, ds)
     return _Request(resolved, specs, store, ds, layers, inits, scheduler,
-                    _run_id(resolved, _fingerprint(store, inits)))
+                    _run_id(resolved, _fingerprint(store, inits), groups), groups)
 
 
 def _usable(request: _Request, finite: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -239,7 +293,8 @@ def _usable(request: _Request, finite: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _check_training_classes(plan: FoldPlan, labels: np.ndarray, used: np.ndarray,
-                            classes: Sequence[str], what: str) -> None:
+                            classes: Sequence[str], what: str,
+                            groups: np.ndarray | None = None) -> None:
     """Every class of the usable images has training images in every fold, or exit 2."""
     present = np.unique(labels[used])
     for f in range(plan.n_folds):
@@ -249,6 +304,13 @@ def _check_training_classes(plan: FoldPlan, labels: np.ndarray, used: np.ndarray
             name = classes[missing[0]] if missing[0] < len(classes) else str(missing[0])
             where = "the training images (train + val)" if what == "--split" else \
                 f"the training images of fold {f}"
+            if groups is not None:
+                held = sorted(set(groups[used & (labels == missing[0])].tolist()))
+                raise ProbeInputError(
+                    f"class {name!r} has no image among {where}: all its images are in the "
+                    f"group(s) that fold {f} tests ({', '.join(held[:5])}); a probe cannot "
+                    "learn a class it never sees: use fewer --folds, or leave the class out"
+                )
             raise ProbeInputError(
                 f"class {name!r} has no image among {where}; a probe cannot learn a class it "
                 "never sees: give it training images, or leave the class out of the data"
@@ -293,11 +355,31 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
             )
         rows = np.flatnonzero(used)
         test_fold = np.full(labels.shape, -1, dtype=np.int64)
-        splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
-        for fold, (_, test_rows) in enumerate(splitter.split(np.zeros(rows.size), labels[rows])):
+        if request.groups is None:
+            splitter = StratifiedKFold(n_splits=config.folds, shuffle=True,
+                                       random_state=config.seed)
+            parts = splitter.split(np.zeros(rows.size), labels[rows])
+        else:
+            names = request.groups[rows]
+            n_groups = len(set(names.tolist()))
+            if config.folds > n_groups:
+                what = (f"{config.group_by!r} values" if config.group_by is not None
+                        else "groups of --group-regex")
+                raise ProbeInputError(
+                    f"--folds {config.folds} needs at least {config.folds} groups, but the "
+                    f"{rows.size} usable images hold {n_groups} {what}; use --folds "
+                    f"{n_groups} or fewer" if n_groups >= 2 else
+                    f"--folds {config.folds}: the {rows.size} usable images hold {n_groups} "
+                    f"{what}; grouped folds need at least 2 groups"
+                )
+            grouped = StratifiedGroupKFold(n_splits=config.folds, shuffle=True,
+                                           random_state=config.seed)
+            parts = grouped.split(np.zeros(rows.size), labels[rows], names)
+        for fold, (_, test_rows) in enumerate(parts):
             test_fold[rows[test_rows]] = fold
         plan = FoldPlan.from_test_fold(test_fold, labels, n_classes)
-    _check_training_classes(plan, labels, used, classes, "--split" if config.split else "fold")
+    _check_training_classes(plan, labels, used, classes, "--split" if config.split else "fold",
+                            request.groups)
     auto = [s.name for s in request.specs if s.auto is not None]
     if auto:
         for f in range(plan.n_folds):
@@ -459,7 +541,8 @@ def _finite_rows(request: _Request, runner: Runner) -> np.ndarray:
 
 
 def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, int], BlockResult],
-                     used: np.ndarray, excluded: dict[str, int]) -> xr.Dataset:
+                     used: np.ndarray, excluded: dict[str, int],
+                     leaks: dict[str, Any] | None = None) -> xr.Dataset:
     specs = request.specs
     layers = request.layers
     inits = request.inits
@@ -499,6 +582,14 @@ def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, 
                              "macro-F1 of always predicting the majority class, 2p/((1+p)K)",
     }
     obj = np.dtype(object)
+    extra: dict[str, Any] = {}
+    if request.groups is not None:
+        info["grouping"] = {**(_grouping(config) or {}),
+                            "n_groups": len(set(request.groups[used].tolist())),
+                            "splitter": "StratifiedGroupKFold(shuffle=True)"}
+        extra[GROUP] = (S.IMAGE, np.asarray(request.groups, dtype=obj))
+    if leaks is not None:
+        info[LEAK_ATTR] = leaks
     return xr.Dataset(
         {
             "score": ((CLASSIFIER, LAYER, S.INIT, FOLD, METRIC), score),
@@ -522,13 +613,14 @@ def _results_dataset(request: _Request, plan: FoldPlan, blocks: dict[tuple[int, 
                                              dtype=obj)),
             LAYER_UNITS: (LAYER, np.array([int(units.get(v, request.dataset[v].shape[-1]))
                                              for v in layers], dtype=np.int64)),
+            **extra,
         },
         attrs={RESULTS_ATTR: info},
     )
 
 
 def run_probe(config: ProbeConfig, progress: Progress | None = None,
-              require_gain: bool = False) -> xr.Dataset:
+              require_gain: bool = False, leaks: LeakResult | None = None) -> xr.Dataset:
     """Run (or reuse) the sweep described by ``config``; see :func:`probe`.
 
     Parameters
@@ -539,6 +631,10 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None,
     require_gain : bool
         Fail before computing when the selected inits cannot give a knowledge gain (no
         ``pretrained`` or no ``random:*`` init).
+    leaks : LeakResult, optional
+        Near-duplicates of the store's images, already found (``featstore study`` hashes each
+        data set once); default: hashed here when ``config.leak_check`` and the images can be
+        read.
 
     Returns
     -------
@@ -589,10 +685,28 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None,
         "unlabelled": int((valid & (labels < 0)).sum()),
         "non_finite": int((valid & (labels >= 0) & ~finite).sum()),
     }
+    checked = _leak_check(request, plan, leaks)
     results = _results_dataset(request, plan, dict(zip(keys, outputs, strict=True)), used,
-                               excluded)
+                               excluded, checked)
     write_results(url, results)
     return open_results(url, request.run_id)
+
+
+def _leak_check(request: _Request, plan: FoldPlan, leaks: LeakResult | None) -> dict[str, Any]:
+    """Near-copies of training images among the test images of ``plan`` (the attrs entry)."""
+    if not request.config.leak_check and leaks is None:
+        return not_checked("skipped (--no-leak-check)")
+    paths = [str(p) for p in request.dataset[S.PATH].values]
+    if leaks is None:
+        groups = None if request.groups is None else list(request.groups)
+        found = store_leaks(request.store.meta.get("data") or {}, paths, groups)
+        if isinstance(found, str):
+            return not_checked(f"images not readable: {found}")
+        leaks = found
+    elif list(leaks.paths) != paths:
+        return not_checked("the leak check given was made for other images")
+    train = plan.train_mask(0) if request.config.split else None
+    return leak_summary(leaks, plan.test_fold(), train)
 
 
 def stored_run(config: ProbeConfig) -> str | None:
@@ -634,6 +748,9 @@ def probe(
     max_iter: int = DEFAULT_MAX_ITER,
     auto_grid: Sequence[float] = DEFAULT_AUTO_GRID,
     inner_folds: int = DEFAULT_INNER_FOLDS,
+    group_by: str | None = None,
+    group_regex: str | None = None,
+    leak_check: bool = True,
 ) -> xr.Dataset:
     """Fit classifiers on every layer and init of a feature store; return and store the results.
 
@@ -680,6 +797,19 @@ def probe(
         ``linear-svm:C=auto``, ``ridge:alpha=auto``): nested stratified cross-validation inside
         each training fold; the value chosen per (classifier, layer, init, fold) is the results
         variable ``chosen_param``.
+    group_by : str, optional
+        An image coordinate of the store (a manifest column such as ``patient``): the folds
+        are ``StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)`` over the
+        usable images with these groups, so no group is tested in two folds. The results gain
+        an image coordinate ``group`` and ``attrs["featstore_probe"]["grouping"]``; the
+        knowledge gain's bootstrap then resamples groups (cluster bootstrap).
+    group_regex : str, optional
+        Instead of ``group_by``: the group is the first capture group of this regular
+        expression searched in each image's path, e.g. ``r"^[^/]+/(\\d+)_"``.
+    leak_check : bool
+        When the store's images can still be read, hash them (:mod:`featstore.leaks`) and
+        record in ``attrs["featstore_probe"]["leaks"]`` how many test images have a near-copy
+        among their fold's training images (``checked: False`` with the reason otherwise).
 
     Returns
     -------
@@ -700,6 +830,7 @@ def probe(
         layers=None if layers is None else tuple(layers),
         inits=None if inits is None else tuple(inits),
         tol=tol, max_iter=max_iter, auto_grid=tuple(auto_grid), inner_folds=inner_folds,
-        scheduler=scheduler, force=force,
+        scheduler=scheduler, force=force, group_by=group_by, group_regex=group_regex,
+        leak_check=leak_check,
     )
     return run_probe(config, progress)
