@@ -2,7 +2,8 @@
 
 ruff checks every Python file of the repository (src, cli, tests, benchmarks, tools); mypy checks
 the package and the command line with their settings, and the tests, benchmarks and tools with
-the same settings. mypy runs cold (a fresh cache), as on a fresh clone.
+the same settings. mypy keeps its cache in .mypy_cache (a rerun takes seconds); on a fresh clone
+it runs cold, well under a minute on two cores.
 """
 
 from __future__ import annotations
@@ -66,11 +67,10 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0 or pending, result.stdout  # a failure it could not attribute
 
 
-def test_mypy_clean(tmp_path: Path) -> None:
-    mypy = _tool("mypy")
+def test_mypy_clean() -> None:
     targets = ["src/featstore", "cli", "tests", "benchmarks", "tools"]
-    result = subprocess.run([mypy, "--cache-dir", str(tmp_path / "mypy_cache"), *targets],
-                            cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run([_tool("mypy"), *targets], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
     assert result.returncode in (0, 1), result.stdout + result.stderr  # 2: mypy itself failed
     errors, pending = _findings(result.stdout, r"(?P<path>[^:]+\.py):\d+: error: ", MYPY_PENDING)
     assert errors == [], "\n".join(errors)
