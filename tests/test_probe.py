@@ -478,3 +478,19 @@ def test_convergence_is_recorded_per_fold() -> None:
     est = LogisticProbe(max_iter=2).fit(X, y)
     assert est.converged_ is False and est.n_iter_ == 2
     assert LogisticProbe().fit(X, y).converged_ is True
+
+
+@pytest.mark.parametrize(("n", "d", "C"), [(40, 60, 100.0), (40, 60, 0.01), (200, 8, 100.0)])
+def test_linear_svm_newton_equals_liblinear(n: int, d: int, C: float) -> None:
+    """The finite Newton solver reaches liblinear's optimum in both of its forms (kernel form
+    when fewer rows than features are active, primal form otherwise), weak regularization
+    included, where L-BFGS did not converge."""
+    X, y = _data(n=n + 40, d=d, seed=13, strength=0.8)
+    ours = LinearSVMProbe(C=C).fit(X[:n], y[:n])
+    assert ours.converged_ and ours.n_iter_ < 100
+    ref = Pipeline([("scale", StandardScaler()),
+                    ("model", LinearSVC(C=C, dual=False, tol=1e-12, max_iter=100000))])
+    ref.fit(X[:n], y[:n])
+    np.testing.assert_allclose(ours.coef_, ref["model"].coef_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours.intercept_, ref["model"].intercept_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(ours.predict(X[n:]), ref.predict(X[n:]))

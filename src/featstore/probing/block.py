@@ -164,9 +164,9 @@ def probe_block(block: np.ndarray, plan: FoldPlan, specs: Sequence[ClassifierSpe
     inner_unconverged = np.zeros((len(specs), F), dtype=np.int64)
     index = {spec.name: i for i, spec in enumerate(specs)}
 
-    spectra = None
-    if any(s.kind in ("logreg", "linear-svm") for s in specs):
-        with failing_as([s for s in specs if s.kind in ("logreg", "linear-svm")]):
+    spectra = None  # the L-BFGS preconditioner of logreg (the linear SVM is solved by Newton)
+    if any(s.kind == "logreg" for s in specs):
+        with failing_as([s for s in specs if s.kind == "logreg"]):
             spectra = fold_spectra(Xc, train, mean, inv_scale)
     for kind, loss, kind_tol in (("logreg", "multinomial", tol),
                                  ("linear-svm", "squared_hinge", tol / 10)):

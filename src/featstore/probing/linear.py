@@ -1,10 +1,12 @@
-"""Linear probes solved by batched L-BFGS: multinomial logistic regression and the
-squared-hinge linear SVM, every fold and ``C`` value of one block in one solve.
+"""Linear probes: multinomial logistic regression by batched L-BFGS and the squared-hinge linear
+SVM by a finite Newton method, every fold and ``C`` value of one block in one solve.
 
-All folds and ``C`` values of a linear model are solved together by one batched L-BFGS
+All folds and ``C`` values of the logistic regression are solved together by one batched L-BFGS
 (:func:`featstore.probing.lbfgs.lbfgs`) whose matrix products cover every problem at once (each
 fold's standardization is folded into the weights, so the raw block is multiplied once per
 iteration), preconditioned with the leading eigenvectors of each fold's training covariance.
+The linear SVM is solved exactly by the modified finite Newton method
+(:mod:`featstore.probing.hinge`): L-BFGS did not converge on it on wide layers.
 
 The solvers stop on scikit-learn's lbfgs criterion (largest absolute gradient entry of the
 mean-loss objective ``<= tol``); they reach the same optimum as scikit-learn, but by another
@@ -23,6 +25,7 @@ import numpy as np
 
 from featstore.config import DEFAULT_MAX_ITER, DEFAULT_TOL
 
+from .hinge import hinge_newton
 from .lbfgs import lbfgs
 from .standardize import StandardizedProbe, fold_standardization
 
@@ -278,7 +281,9 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     precondition : bool
         Precondition L-BFGS with each fold's training feature covariance
         (:meth:`_LinearProblems.precondition`): same optimum, far fewer iterations on
-        correlated features.
+        correlated features. (The squared hinge is solved by the finite Newton method of
+        :mod:`featstore.probing.hinge` instead of L-BFGS; ``max_iter`` then counts Newton
+        iterations.)
     pairs : (fold, C) arrays of shape (P,), optional
         Solve exactly these problems (training mask ``fold[p]`` with ``C[p]``) instead of every
         fold with every value of ``Cs``.
@@ -318,6 +323,14 @@ def solve_linear(Xc: np.ndarray, y: np.ndarray, n_classes: int, loss: str,
     # weight vector w where a two-class multinomial has w1 = -w2 = w / 2, hence the factor 2.
     factor = 2.0 if (loss == "multinomial" and n_classes == 2) else 1.0
     lam = factor / (C * n_train[fold])
+    if loss == "squared_hinge":  # exact finite Newton: see featstore.probing.hinge
+        problems = _LinearProblems(
+            Xc=Xc, targets=targets, weights=train / n_train[:, None], mean=mean,
+            inv_scale=inv_scale, fold=fold, lam=lam, loss=loss)
+        W, b, n_iter, converged = hinge_newton(Xc, mean, inv_scale, targets, train, fold, C,
+                                               tol, max_iter)
+        return problems, np.concatenate([W.reshape(len(fold), -1), b], axis=1), n_iter, \
+            converged
     spectra, index = (None, None) if spectrum is None else spectrum
     if precondition and spectra is None:
         spectra = _fold_spectra(Xc, train, mean, inv_scale)
@@ -408,8 +421,9 @@ class LinearSVMProbe(_LinearProbe):
 
     The objective of :class:`sklearn.svm.LinearSVC` with its defaults, per class:
     ``||w||^2 / 2 + C sum(max(0, 1 - y (w x + b))^2)`` with the intercept penalized like a weight
-    (liblinear's ``intercept_scaling=1``); solved in the primal by L-BFGS on the objective
-    divided by ``C n``.
+    (liblinear's ``intercept_scaling=1``); solved in the primal on the objective divided by
+    ``C n`` by the finite Newton method of :mod:`featstore.probing.hinge`, to its exact
+    optimum (``max_iter`` counts Newton iterations; a handful to a few dozen suffice).
 
     Parameters
     ----------
