@@ -108,8 +108,9 @@ from .versions import PROBE_LIBRARIES, library_versions
 __all__ = ["probe", "run_probe", "stored_run"]
 
 #: bump when a change to the probe computation changes numbers (invalidates stored runs); 4:
-#: per-fold ``converged`` / ``chosen_param`` / ``inner_unconverged``, ``=auto`` classifiers
-_PROBE_FORMAT: Final = 4
+#: per-fold ``converged`` / ``chosen_param`` / ``inner_unconverged``, ``=auto`` classifiers; 5:
+#: linear-svm by finite Newton
+_PROBE_FORMAT: Final = 5
 
 
 # ---------------------------------------------------------------------------------------------
