@@ -13,7 +13,7 @@ import typer
 
 from featstore.errors import FeatstoreInputError, FeatstoreRuntimeError
 
-from . import _datasets, _extract, _leaks, _probe, _reliability, _report, _similarity
+from . import _datasets, _extract, _leaks, _probe, _reliability, _report, _similarity, _study
 
 app = typer.Typer(
     name="featstore",
@@ -29,6 +29,7 @@ _report.register(app)
 _probe.register(app)
 _leaks.register(app)
 _similarity.register(app)
+_study.register(app)
 
 
 def _fail(message: str, status: int) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .results import open_results
     from .similarity import cka
     from .store import open_store
+    from .study import open_study
     from .sweep import probe
     from .transfer import transferability
 
@@ -36,6 +37,7 @@ _LAZY = {
     "run_demo": "demo",
     "cka": "similarity",
     "transferability": "transfer",
+    "open_study": "study",
 }
 
 __version__ = "0.1.0"
@@ -52,6 +54,7 @@ __all__ = [
     "run_demo",
     "cka",
     "transferability",
+    "open_study",
     "FeatstoreError",
     "FeatstoreInputError",
     "FeatstoreRuntimeError",
