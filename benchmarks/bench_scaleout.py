@@ -28,9 +28,9 @@ import json
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +185,10 @@ def main() -> None:
     parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        fn = {"extract": child_extract, "cluster": child_cluster_start,
-              "compile": child_compile, "memory": child_worker_memory}[args.child]
+        children: dict[str, Callable[..., dict[str, Any]]] = {
+            "extract": child_extract, "cluster": child_cluster_start,
+            "compile": child_compile, "memory": child_worker_memory}
+        fn = children[args.child]
         values: list[Any] = [json.loads(a) for a in args.arg]
         print_child_result(fn(*values))
         return
@@ -268,4 +270,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

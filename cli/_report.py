@@ -43,12 +43,23 @@ def report_command(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     parameters: Annotated[bool, typer.Option(
         help="Also plot gain against parameters up to each layer.")] = True,
+    similarity: Annotated[bool, typer.Option(
+        "--similarity", help="Also compute linear CKA between every pair of (layer, init) "
+                             "(figures, cka.csv).")] = False,
+    transferability: Annotated[bool, typer.Option(
+        "--transferability", help="Also compute LogME and H-score per layer and init, and "
+                                  "their rank correlation with the probe accuracy.")] = False,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Where CKA and the estimators run: threads (default), local:N or "
+             "tcp://HOST:PORT.")] = None,
 ) -> None:
     """Figures (score and gain per layer), CSV tables, report.md and report.html."""
     from featstore.report import write_report
 
     files = write_report(parse_store_url(store), out, classifier=classifier, metric=metric.value,
-                         run=run, n_boot=n_boot, seed=seed, parameters=parameters)
+                         run=run, n_boot=n_boot, seed=seed, parameters=parameters,
+                         similarity=similarity, transferability=transferability,
+                         scheduler=scheduler)
     console = _err()
     for path in [*files.figures.values(), *files.tables.values(), files.markdown, files.html]:
         console.print(f"wrote {path}", markup=False)

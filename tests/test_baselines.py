@@ -236,6 +236,12 @@ def test_degenerate_names_tiny_rms_and_one_dimensional_layers() -> None:
         "random:0+bn": {"a": {"rms": 0.4, "constant_fraction": 0.0, "participation_ratio": 3},
                         "b": {"rms": 0.5, "constant_fraction": 1.0, "participation_ratio": 2}},
     }
+    # one dominant direction in the reference itself, and a baseline alike: not degenerate
+    health["pretrained"]["c"] = {"rms": 1.0, "constant_fraction": 0.0,
+                                 "participation_ratio": 1.05}
+    health["random:0"]["c"] = {"rms": 0.5, "constant_fraction": 0.0, "participation_ratio": 1.04}
+    health["random:0+bn"]["c"] = {"rms": 0.5, "constant_fraction": 0.0,
+                                  "participation_ratio": 1.2}
     found = degenerate(health)
     assert [(init, layer) for init, layer, _ in found] == [("random:0", "b"),
                                                            ("random:0+bn", "b")]
@@ -251,9 +257,11 @@ def _fading(name: str, init: object) -> tuple[nn.Module, str | None, str | None]
                                                        nn.ReLU())))
     kind = getattr(init, "kind", "random")
     with torch.no_grad():
-        for conv in net[::2]:
-            conv.weight.mul_(1e-3 if kind == "random" else 1.0)
-            conv.bias.zero_()
+        for conv in net.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.weight.mul_(1e-3 if kind == "random" else 1.0)
+                if conv.bias is not None:
+                    conv.bias.zero_()
     return net, ("fixed" if kind == "pretrained" else None), None
 
 
@@ -268,12 +276,12 @@ def test_info_prints_health_and_names_the_degenerate_init(data: Path, tmp_path: 
                         "--init", "pretrained", "--init", "random:0", "-q"], capsys)
     assert code == 0, err
     assert "warning: numerically degenerate features: " in err
-    assert "random:0 at 1 ... 7 (4 layers): RMS " in err
+    assert "random:0 at 3 ... 7 (3 layers): RMS " in err
     code, out, err = run(["info", url], capsys)
     assert code == 0
     assert "activation health per init" in out and "random:0" in out
     assert err.startswith("warning: numerically degenerate features: ")
-    assert "random:0 at 1 ... 7 (4 layers)" in err and len(err.strip().splitlines()) == 1
+    assert "random:0 at 3 ... 7 (3 layers)" in err and len(err.strip().splitlines()) == 1
     health = xr.open_zarr(url).attrs["featstore"]["health"]
     assert health["random:0"]["7"]["rms"] < 1e-6 * health["pretrained"]["7"]["rms"]
 
@@ -289,9 +297,11 @@ def test_float16_refuses_magnitudes_it_cannot_hold(data: Path, tmp_path: Path, f
 
     def build(name: str, init: object) -> tuple[nn.Module, str | None, str | None]:
         net = TinyCNN()
+        norm = net.get_submodule("block.1")
+        assert isinstance(norm, nn.BatchNorm2d)
         with torch.no_grad():
-            net.block[1].weight.mul_(factor)
-            net.block[1].bias.mul_(factor)
+            norm.weight.mul_(factor)
+            norm.bias.mul_(factor)
         return net, None, None
 
     register_model(model, build, lambda m: ["stem", "block"],

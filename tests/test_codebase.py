@@ -25,12 +25,8 @@ RUFF_PENDING: frozenset[str] = frozenset({
     "tests/test_activations.py",
 })
 MYPY_PENDING: frozenset[str] = frozenset({
-    "benchmarks/bench_scaleout.py",
     "tests/_report_data.py",
-    "tests/test_baselines.py",
     "tests/test_cli_probe.py",
-    "tests/test_compiled.py",
-    "tests/test_efficientnet_lite.py",
     "tests/test_probe.py",
     "tests/test_report.py",
     "tests/test_sweep.py",

@@ -37,9 +37,8 @@ __all__ = [
 #: a layer is degenerate when its RMS relative to the pretrained network's same layer leaves
 #: these bounds (float32 features then carry the signal in their last bits, float16 not at all)
 RMS_RATIO_BOUNDS: Final = (1e-4, 1e4)
-#: ... or when its effective dimensionality is below this (one direction carries it all;
-#: shallow layers of real networks reach 1.2-1.5 on H&E tiles, where one stain-intensity
-#: direction dominates the raw covariance, so only values this close to 1 count)
+#: ... or when its effective dimensionality is below this while the reference network's same
+#: layer has at least twice as much (see :func:`_collapsed`)
 MIN_PARTICIPATION: Final = 1.1
 #: ... or when every unit is constant
 _ALL_CONSTANT: Final = 1.0
@@ -121,8 +120,8 @@ def degenerate(health: Mapping[str, Mapping[str, Mapping[str, Any]]],
     health : mapping
         init name -> layer -> ``{"rms", "constant_fraction", "participation_ratio"}``.
     reference : str or None
-        The init whose RMS is the yardstick (same layer); without it, RMS is judged absolutely
-        against the same bounds.
+        The init whose RMS and effective dimensionality are the yardstick (same layer); without
+        it, RMS is judged absolutely against the same bounds and dimensionality is not judged.
 
     Returns
     -------
@@ -143,12 +142,22 @@ def degenerate(health: Mapping[str, Mapping[str, Mapping[str, Any]]],
                 reasons.append(f"RMS {rms:.2g}{relative}")
             if float(stats.get("constant_fraction", 0.0)) >= _ALL_CONSTANT:
                 reasons.append("every unit constant")
-            elif float(stats.get("participation_ratio", np.inf)) < MIN_PARTICIPATION:
+            elif _collapsed(float(stats.get("participation_ratio", np.inf)),
+                            float(base.get(layer, {}).get("participation_ratio", 0.0))
+                            if base and init != reference else 0.0):
                 reasons.append(f"effective dimensionality "
                                f"{float(stats['participation_ratio']):.2f}")
             if reasons:
                 found.append((init, layer, ", ".join(reasons)))
     return found
+
+
+def _collapsed(ratio: float, reference: float) -> bool:
+    """Effective dimensionality near 1 where the reference network's same layer has at least
+    twice as much: one direction carries the layer (a raw-scale covariance of H&E features is
+    often dominated by one stain-intensity direction in shallow layers of any network, so a low
+    value alone is no sign of degeneracy)."""
+    return ratio < MIN_PARTICIPATION and ratio < 0.5 * reference
 
 
 def degenerate_warning(found: list[tuple[str, str, str]]) -> str | None:

@@ -143,6 +143,7 @@ def register_model(name: str, builder: Builder, layer_rule: LayerRule, transform
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a model name must be non-empty text, got {name!r}")
+    _ensure_loaded()  # the built-in models come first, whoever registers first
     _models[name] = ModelEntry(builder, layer_rule, transform,
                                channel_axis or default_channel_axis, tokens or default_tokens,
                                hub)

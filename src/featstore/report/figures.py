@@ -44,6 +44,7 @@ __all__ = [
     "plot_scores",
     "plot_gain",
     "plot_gain_vs_parameters",
+    "plot_health",
 ]
 
 #: colour-blind-safe colours (Okabe-Ito), the same in every figure
@@ -318,4 +319,52 @@ def plot_gain_vs_parameters(gain: xr.Dataset, parameters: Mapping[str, int], cla
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     _legend(fig, ax)
+    return fig
+
+
+def plot_health(health: Mapping[str, Mapping[str, Mapping[str, float]]],
+                title: str | None = None) -> Figure:
+    """Activation health per layer: pooled RMS (log scale) and effective dimensionality.
+
+    Parameters
+    ----------
+    health : mapping
+        init -> layer (module path, shallow to deep) -> ``{"rms", "constant_fraction",
+        "participation_ratio"}``, as the store records it (:mod:`featstore.health`).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels sharing the layer axis; one line per init, coloured by its group.
+    """
+    from featstore.inits import init_kind
+
+    inits = list(health)
+    if not inits:
+        raise FeatstoreInputError("no activation health recorded in this store")
+    layers = list(health[inits[0]])
+    x = np.arange(len(layers))
+    fig = new_figure((9.5, 7.0))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for init in inits:
+        group = init_kind(init)
+        style = {"color": GROUP_COLORS.get(group, CHANCE_COLOR),
+                 "linestyle": _GROUP_STYLES.get(group, "-"),
+                 "marker": _GROUP_MARKERS.get(group, "o"), "markersize": 3.5}
+        rms = [max(float(health[init].get(layer, {}).get("rms", np.nan)), 1e-30)
+               for layer in layers]
+        ratio = [float(health[init].get(layer, {}).get("participation_ratio", np.nan))
+                 for layer in layers]
+        top.plot(x, rms, label=init, **style)
+        bottom.plot(x, ratio, **style)
+    top.set_yscale("log")
+    top.set_ylabel("Pooled RMS (log scale)")
+    top.grid(True, which="both", alpha=0.3)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("Effective dimensionality\n(participation ratio)")
+    _depth_axis(bottom, layers)
+    top.set_title(title or "Activation health: is each layer's representation numerically "
+                           "alive?", fontsize=10)
+    _legend(fig, top)
     return fig

@@ -39,7 +39,7 @@ from featstore.results import (
 )
 
 from .document import Block, render_html, render_markdown
-from .figures import plot_gain, plot_gain_vs_parameters, plot_scores
+from .figures import plot_gain, plot_gain_vs_parameters, plot_health, plot_scores
 from .tables import (
     baselines_of,
     check_choice,
@@ -83,6 +83,11 @@ class ReportInputs:
         Images per class.
     split_counts : dict of str to int, optional
         Images per split.
+    similarity : xarray.Dataset, optional
+        :func:`featstore.cka` of the store, when the report computed it.
+    transfer, correlation : xarray.Dataset, optional
+        :func:`featstore.transferability` of the store and its rank correlation with the probe
+        accuracy (:func:`featstore.transfer.transferability_correlation`), when computed.
     """
 
     results: xr.Dataset
@@ -96,6 +101,9 @@ class ReportInputs:
     class_counts: Mapping[str, int] = field(default_factory=dict)
     split_counts: Mapping[str, int] | None = None
     confidence: float = 0.95
+    similarity: xr.Dataset | None = None
+    transfer: xr.Dataset | None = None
+    correlation: xr.Dataset | None = None
 
 
 
@@ -185,6 +193,8 @@ def report_blocks(inputs: ReportInputs) -> list[Block]:
                                        "and baseline"))
         blocks.append(other)
     blocks.extend(_fit_blocks(inputs))
+    blocks.extend(_health_blocks(inputs))
+    blocks.extend(_similarity_blocks(inputs))
     blocks.extend(_dataset_blocks(inputs, data))
     blocks.extend(_config_blocks(inputs, probe, config))
     blocks.extend(_caveat_blocks(inputs, data))
@@ -307,6 +317,65 @@ def _choices(values: np.ndarray) -> str:
     order = np.argsort(-counts, kind="stable")
     return ", ".join(f"{unique[k]:g}" + (f" ({counts[k]}x)" if len(unique) > 1 else "")
                      for k in order[:3]) + (", ..." if len(unique) > 3 else "")
+
+
+def _health_blocks(inputs: ReportInputs) -> list[Block]:
+    """Activation health: the figure, and the degenerate (init, layer) pairs in words."""
+    from featstore.health import degenerate, degenerate_warning
+
+    health = _attrs(inputs.meta.get("health"))
+    if not health:
+        return []
+    blocks = [Block("heading", "Activation health")]
+    if "health" in inputs.figures:
+        blocks.append(Block("image", "Pooled RMS (log scale) and effective dimensionality of "
+                                     "each layer and init: a layer whose RMS collapses by "
+                                     "orders of magnitude, or whose effective dimensionality "
+                                     "is near 1, carries its signal in the last bits.",
+                            src=inputs.figures["health"]))
+    warning = degenerate_warning(degenerate(health))
+    blocks.append(Block("paragraph", (f"Warning: {warning}. A gain measured against such a "
+                                      "baseline at those layers compares with a numerical "
+                                      "artefact, not with random features.") if warning else
+                        "No layer of any init is numerically degenerate."))
+    return blocks
+
+
+def _similarity_blocks(inputs: ReportInputs) -> list[Block]:
+    """Linear CKA and transferability estimators, when the report computed them."""
+    blocks: list[Block] = []
+    if inputs.similarity is not None:
+        blocks.append(Block("heading", "Representation similarity (linear CKA)"))
+        for role, caption in (
+            ("cka_curve", "CKA between each layer of the pretrained network and the same "
+                          "layer of each other init: 1 means the same representation up to "
+                          "rotation and scale."),
+            ("cka_heatmap", "CKA between every pair of layers, one panel per pair of inits."),
+        ):
+            if role in inputs.figures:
+                blocks.append(Block("image", caption, src=inputs.figures[role]))
+        notes = _attrs(inputs.similarity.attrs.get("featstore_similarity")).get("notes") or []
+        if notes:
+            blocks.append(Block("list", items=tuple(str(n) for n in notes)))
+    if inputs.transfer is not None:
+        blocks.append(Block("heading", "Transferability estimators"))
+        if "transferability" in inputs.figures:
+            blocks.append(Block("image", "LogME and H-score per layer and init beside the "
+                                         "probe accuracy.",
+                                src=inputs.figures["transferability"]))
+        corr = inputs.correlation
+        if corr is not None and "spearman" in corr:
+            rows = []
+            for estimator in labels_of(corr, "estimator"):
+                for init in labels_of(corr, "init"):
+                    for clf in labels_of(corr, "classifier"):
+                        value = float(corr["spearman"].sel(estimator=estimator, init=init,
+                                                           classifier=clf))
+                        rows.append((estimator, init, clf, fmt(value, digits=2)))
+            blocks.append(Block("table", header=("estimator", "init", "classifier",
+                                                 "Spearman with probe accuracy"),
+                                rows=tuple(rows)))
+    return blocks
 
 
 def _dataset_blocks(inputs: ReportInputs, data: Mapping[str, Any]) -> list[Block]:
@@ -451,6 +520,9 @@ def write_report(
     confidence: float = 0.95,
     margin: float = DEFAULT_MARGIN,
     parameters: bool = True,
+    similarity: bool = False,
+    transferability: bool = False,
+    scheduler: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ReportFiles:
     """Write figures, CSV tables, ``report.md`` and ``report.html`` for a store's probe run.
@@ -472,6 +544,14 @@ def write_report(
         :func:`featstore.knowledge_gain`.
     parameters : bool
         Also draw gain against cumulative parameter count (builds the model once).
+    similarity : bool
+        Also compute linear CKA between every pair of (layer, init) variables
+        (:func:`featstore.cka`): its figures and ``cka.csv``.
+    transferability : bool
+        Also compute LogME and H-score per layer and init (:func:`featstore.transferability`),
+        their rank correlation with the probe accuracy, a figure and ``transferability.csv``.
+    scheduler : str, optional
+        Where those two run (see :func:`featstore.scheduler.parse_scheduler`).
     log : callable, optional
         Receives one line per step.
 
@@ -522,8 +602,39 @@ def write_report(
     }
     if param_counts is not None:
         figures["parameters"] = plot_gain_vs_parameters(gain, param_counts, clf, metric)
+    if _attrs(meta.get("health")):
+        figures["health"] = plot_health(_attrs(meta.get("health")))
+    tables = {"results": out_dir / "results.csv", "gain": out_dir / "gain.csv"}
+    cka_result = scores = correlation = None
+    if similarity:
+        from featstore.similarity import cka, write_cka_csv
+        from featstore.similarity_figures import plot_cka_curve, plot_cka_heatmaps
+
+        cka_result = cka(url, scheduler=scheduler)
+        figures["cka_heatmap"] = plot_cka_heatmaps(cka_result)
+        if cka_result.sizes.get("init_a", 0) >= 2:
+            figures["cka_curve"] = plot_cka_curve(cka_result)
+        tables["cka"] = out_dir / "cka.csv"
+        write_cka_csv(cka_result, tables["cka"])
+    if transferability:
+        from featstore.similarity_figures import plot_transferability
+        from featstore.transfer import (
+            transferability as estimate,
+        )
+        from featstore.transfer import (
+            transferability_correlation,
+            write_transferability_csv,
+        )
+
+        scores = estimate(url, scheduler=scheduler)
+        correlation = transferability_correlation(scores, results)
+        figures["transferability"] = plot_transferability(scores, results, correlation)
+        tables["transferability"] = out_dir / "transferability.csv"
+        write_transferability_csv(scores, tables["transferability"])
     stems = {"scores": f"scores_{metric}", "gain": f"gain_{metric}",
-             "parameters": f"gain_vs_parameters_{metric}"}
+             "parameters": f"gain_vs_parameters_{metric}", "health": "health",
+             "cka_heatmap": "cka_heatmap", "cka_curve": "cka_pretrained_vs_baselines",
+             "transferability": "transferability"}
     figure_paths: dict[str, Path] = {}
     for role, fig in figures.items():
         path = out_dir / f"{stems[role]}.png"
@@ -532,7 +643,6 @@ def write_report(
         if log is not None:
             log(f"wrote {path}")
 
-    tables = {"results": out_dir / "results.csv", "gain": out_dir / "gain.csv"}
     write_results_csv(results, tables["results"])
     write_gain_csv(gain, tables["gain"])
 
@@ -542,6 +652,7 @@ def write_report(
         figures={role: path.name for role, path in figure_paths.items()},
         parameters=param_counts, class_counts=_class_counts(store_ds, classes),
         split_counts=_split_counts(store_ds), confidence=confidence,
+        similarity=cka_result, transfer=scores, correlation=correlation,
     )
     blocks = report_blocks(inputs)
     markdown = out_dir / "report.md"
