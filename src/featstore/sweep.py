@@ -318,6 +318,22 @@ def _check_training_classes(plan: FoldPlan, labels: np.ndarray, used: np.ndarray
             )
 
 
+def _check_group_count(config: ProbeConfig, groups: np.ndarray) -> None:
+    """Grouped K-fold needs at least K groups among the usable images, or exit 2."""
+    n_groups = len(set(groups.tolist()))
+    if config.folds <= n_groups:
+        return
+    what = (f"{config.group_by!r} values" if config.group_by is not None
+            else "groups of --group-regex")
+    raise ProbeInputError(
+        f"--folds {config.folds} needs at least {config.folds} groups, but the {groups.size} "
+        f"usable images hold {n_groups} {what}; use --folds {n_groups} or fewer"
+        if n_groups >= 2 else
+        f"--folds {config.folds}: the {groups.size} usable images hold {n_groups} {what}; "
+        "grouped folds need at least 2 groups"
+    )
+
+
 def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
                n_classes: int) -> FoldPlan:
     config = request.config
@@ -342,6 +358,8 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
                                   "than 2 classes")
         plan = FoldPlan.from_split(train, test, labels, n_classes)
     else:
+        if request.groups is not None:
+            _check_group_count(config, request.groups[used])
         counts = np.bincount(labels[used], minlength=n_classes)
         present = np.flatnonzero(counts)
         smallest = present[np.argmin(counts[present])]
@@ -361,21 +379,9 @@ def _fold_plan(request: _Request, labels: np.ndarray, used: np.ndarray,
                                        random_state=config.seed)
             parts = splitter.split(np.zeros(rows.size), labels[rows])
         else:
-            names = request.groups[rows]
-            n_groups = len(set(names.tolist()))
-            if config.folds > n_groups:
-                what = (f"{config.group_by!r} values" if config.group_by is not None
-                        else "groups of --group-regex")
-                raise ProbeInputError(
-                    f"--folds {config.folds} needs at least {config.folds} groups, but the "
-                    f"{rows.size} usable images hold {n_groups} {what}; use --folds "
-                    f"{n_groups} or fewer" if n_groups >= 2 else
-                    f"--folds {config.folds}: the {rows.size} usable images hold {n_groups} "
-                    f"{what}; grouped folds need at least 2 groups"
-                )
             grouped = StratifiedGroupKFold(n_splits=config.folds, shuffle=True,
                                            random_state=config.seed)
-            parts = grouped.split(np.zeros(rows.size), labels[rows], names)
+            parts = grouped.split(np.zeros(rows.size), labels[rows], request.groups[rows])
         for fold, (_, test_rows) in enumerate(parts):
             test_fold[rows[test_rows]] = fold
         plan = FoldPlan.from_test_fold(test_fold, labels, n_classes)
