@@ -207,3 +207,38 @@ n_boot = 50
     info = open_study(files.out).attrs["featstore_study"]["runs"][0]
     assert info["grouping"]["n_groups"] == 10 and info["leaks"]["checked"] is True
     assert sum(info["groups_per_fold"]) == 10
+
+
+def test_several_baselines_give_a_baseline_dimension(tmp_path: Path) -> None:
+    """Rows of two data sets with a random and a random+bn baseline: study.csv gets a baseline
+    column, open_study a baseline dimension, and the report is written from the first one."""
+    from _report_data import make_results
+    from featstore.gain import knowledge_gain
+    from featstore.report.study import sweet_spots, transfer_counts, write_study_report
+    from featstore.study import _csv_frame, study_rows
+
+    frames = []
+    for k, name in enumerate(("one", "two")):
+        results = make_results(layers=("stem", "blocks.0", "head"),
+                               inits=("pretrained", "random:0", "random:1", "random:0+bn"),
+                               n_images=30, n_classes=3, seed=k)
+        gain = knowledge_gain(results, n_boot=30)
+        frames.append(study_rows(gain, name, "m", {"stem": 10, "blocks.0": 100, "head": 1000}))
+    table = _csv_frame(frames)
+    assert "baseline" in table.columns and set(table["baseline"]) == {"random", "random+bn"}
+    table.to_csv(tmp_path / "study.csv", index=False)
+    ds = open_study(tmp_path)
+    assert ds["gain"].dims == ("dataset", "model", "layer", "classifier", "metric", "baseline")
+    assert list(ds["layer"].values) == ["stem", "blocks.0", "head"]
+    np.testing.assert_allclose(ds["depth"].sel(model="m").values, [0.0, 0.5, 1.0])
+    view = ds.sel(classifier="logreg:C=1", metric="accuracy", baseline="random")
+    counts = transfer_counts(view)
+    for row in counts.itertuples(index=False):
+        low = view["ci_low"].sel(layer=row.layer).values
+        high = view["ci_high"].sel(layer=row.layer).values
+        assert row.above == int((low > 0).sum()) and row.below == int((high < 0).sum())
+        assert row.above + row.straddles + row.below == 2
+    spots = sweet_spots(view)
+    assert len(spots) == 2 and set(spots["sweet_params"]) <= {10, 100, 1000}
+    files = write_study_report(ds, tmp_path)
+    assert files.markdown.is_file() and len(files.figures) == 2
