@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -36,11 +35,10 @@ import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
     SHARED_TILES,
     LoadLog,
-    command_line,
-    machine,
     md_table,
     median,
     spread,
+    write_section,
 )
 from featstore.data import open_source  # noqa: E402
 from featstore.leaks import (  # noqa: E402
@@ -68,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, search up to 10k")
     parser.add_argument("--data", default=str(SHARED_TILES))
+    parser.add_argument("--no-write", action="store_true", help="only print")
     args = parser.parse_args()
     if not os.path.exists(args.data):
         raise SystemExit(f"benchmark data not found: {args.data} (the shared pathology tiles)")
@@ -114,18 +113,19 @@ def main() -> None:
         row("all-pairs search, after hashing", search_t, 3),
     ]
     summary = result.summary()
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"## Leak check (CPU)\n\n- command: `{command_line()}`\n- machine: {machine()}\n"
-          f"- date: {stamp}\n- {load.line()}\n")
-    print(f"{n} LC25000 tiles (224 px JPEG), threshold {DEFAULT_THRESHOLD}; medians of "
-          f"{repeats} alternating repeats (min-max); ratio = median of the per-repeat ratios "
-          "time / baseline time.\n")
-    print(md_table(("step", "seconds", "images/s", "ratio"), rows))
-    print(f"\nFound: {summary['exact_pairs']} exact and {summary['near_pairs']} near pairs; "
-          f"{summary['images_with_copy']} of {n} tiles have a near-copy (up to rotation/flip).\n")
-    print("Search alone on random hashes (one core):\n")
-    print(md_table(("images", "seconds", "million comparisons/s"), scaling))
-
+    body = "\n".join([
+        f"{n} LC25000 tiles (224 px JPEG), threshold {DEFAULT_THRESHOLD}; medians of "
+        f"{repeats} alternating repeats (min-max); ratio = median of the per-repeat ratios "
+        "time / baseline time.\n",
+        md_table(("step", "seconds", "images/s", "ratio"), rows),
+        f"\nFound: {summary['exact_pairs']} exact and {summary['near_pairs']} near pairs; "
+        f"{summary['images_with_copy']} of {n} tiles have a near-copy (up to rotation/flip).\n",
+        "Search alone on random hashes (one core):\n",
+        md_table(("images", "seconds", "million comparisons/s"), scaling),
+    ])
+    print(body)
+    if not args.no_write:
+        print(f"wrote {write_section('Leak check (CPU)', body, quick=args.quick, load=load)}")
 
 if __name__ == "__main__":
     main()

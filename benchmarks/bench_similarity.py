@@ -28,7 +28,6 @@ nothing else.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import time
 import warnings
@@ -39,8 +38,6 @@ from typing import Any
 from _common import (
     CACHE,
     LoadLog,
-    command_line,
-    machine,
     md_table,
     median,
     peak_rss_mib,
@@ -49,6 +46,7 @@ from _common import (
     run_child,
     spread,
     synthetic_rows,
+    write_section,
 )
 
 INITS = ("pretrained", "random:0", "random:1")
@@ -229,6 +227,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 repeat; 1k vs 4k images")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", choices=("timing", "memory"), help="run one part")
+    parser.add_argument("--no-write", action="store_true", help="only print")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     small, large = (1000, 4000) if args.quick else (1000, 20_000)
@@ -240,10 +239,12 @@ def main() -> None:
     if args.only in (None, "memory"):
         parts.append("### Peak memory against the number of images\n\n"
                      + memory_section(small, large))
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"## Similarity and transferability (CPU)\n\n- command: `{command_line()}`\n"
-          f"- machine: {machine()}\n- date: {stamp}\n- {load.line()}\n")
-    print("\n\n".join(parts))
+    body = "\n\n".join(parts)
+    print(body)
+    if not args.no_write:
+        path = write_section("Similarity and transferability (CPU)", body, quick=args.quick,
+                             load=load)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
