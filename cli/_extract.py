@@ -117,7 +117,8 @@ def layers_command(
     family: Annotated[str | None, typer.Option(
         help="With --list: the models of this family only, e.g. timm.")] = None,
     all_modules: Annotated[bool, typer.Option(
-        "--all", help="List every module, not just 'auto'.")] = False,
+        "--all", help="List every module a store can hold (runs once per pass, returns a "
+                      "tensor), not just 'auto'.")] = False,
     image_size: Annotated[int | None, typer.Option(
         help="Input side for activation shapes.")] = None,
 ) -> None:
@@ -127,6 +128,7 @@ def layers_command(
         build_model,
         default_transform,
         describe_layers,
+        extractable_layers,
         parse_init,
         parse_layers,
     )
@@ -138,13 +140,10 @@ def layers_command(
         return
     net, _ = build_model(model, parse_init("random:0"))
     names = parse_layers(model, net, "auto")
-    if all_modules:
-        auto = set(names)
-        candidates = [n for n, _ in net.named_modules() if n]
-        names = parse_layers(model, net, candidates)
-    else:
-        auto = set(names)
+    auto = set(names)
     size = default_transform(model, image_size).size
+    if all_modules:  # every module a store can hold: run once, return one tensor
+        names = extractable_layers(net, size)
     table = Table(title=f"{model} layers (input {size}x{size})")
     table.add_column("#", justify="right")
     table.add_column("layer")

@@ -17,7 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-from featstore.models import auto_layers, build_model, describe_layers, parse_init
+from featstore.models import (
+    auto_layers,
+    build_model,
+    describe_layers,
+    extractable_layers,
+    parse_init,
+)
 
 
 @dataclass(frozen=True)
@@ -143,3 +149,12 @@ def test_units_match_describe_layers(trace: Trace) -> None:
         assert info.shape == shape[1:], info.name
         channels = shape[-1] if family.channels_last or len(shape) == 3 else shape[1]
         assert info.units == channels, info.name
+
+
+def test_layers_all_lists_every_extractable_module_and_each_extracts() -> None:
+    """``featstore layers MODEL --all``: modules that run once and return a tensor, each a valid
+    layer to store (resnet18 reuses one ReLU module twice per block: it is left out)."""
+    model, _ = build_model("resnet18", parse_init("random:0"))
+    names = extractable_layers(model, 32)
+    assert "layer1.0.relu" not in names and "layer1.0.conv1" in names and names[-1] == "fc"
+    assert len(describe_layers("resnet18", model, names, 32)) == len(names)

@@ -22,7 +22,14 @@ own download machinery caches ImageNet weights under ``$TORCH_HOME``.
 from featstore.inits import INIT_KINDS, InitSpec, init_kind, parse_init
 
 from .efficientnet_lite import EFFICIENTNET_LITE0, EfficientNetLite0, lite0_key_from_lukemelas
-from .layers import LayerInfo, auto_layers, describe_layers, parse_layers, select_for_pool
+from .layers import (
+    LayerInfo,
+    auto_layers,
+    describe_layers,
+    extractable_layers,
+    parse_layers,
+    select_for_pool,
+)
 from .params import cumulative_parameter_counts, model_parameter_counts
 from .registry import (
     ModelEntry,
@@ -51,6 +58,7 @@ __all__ = [
     "cumulative_parameter_counts",
     "default_transform",
     "describe_layers",
+    "extractable_layers",
     "has_running_stats",
     "init_kind",
     "lite0_key_from_lukemelas",

@@ -27,7 +27,7 @@ from .registry import (
 )
 
 __all__ = ["LayerInfo", "auto_layers", "parse_layers", "describe_layers", "in_network_order",
-           "select_for_pool"]
+           "select_for_pool", "extractable_layers"]
 
 
 @dataclass(frozen=True)
@@ -312,3 +312,33 @@ def select_for_pool(model_name: str, infos: Sequence[LayerInfo], pool: str,
             "token (only vision transformers have one); use --pool avg or --pool max"
         )
     return kept
+
+
+def extractable_layers(model: nn.Module, image_size: int) -> list[str]:
+    """Every module path of ``model`` that a store can hold: modules that run exactly once in a
+    forward pass of a ``(1, 3, S, S)`` zeros batch and output one tensor, in network order.
+
+    Modules reused within the pass (a ReLU shared by a block's two convolutions), skipped in
+    eval mode (dropout paths) or returning tuples are left out, so that every listed path is a
+    valid ``--layers`` value.
+    """
+    counts: dict[str, list[Any]] = {}
+    modules = {name: module for name, module in model.named_modules() if name}
+
+    def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            counts.setdefault(name, []).append(isinstance(output, torch.Tensor))
+
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    once = [name for name, seen in counts.items() if seen == [True]]
+    return in_network_order(model, once)
