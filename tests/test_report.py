@@ -379,3 +379,18 @@ def test_figures_use_the_agg_canvas(results) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     assert isinstance(R.plot_scores(results, CLF).canvas, FigureCanvasAgg)
+
+
+def test_report_lists_unconverged_fits_and_the_chosen_values(tmp_path: Path) -> None:
+    import featstore
+
+    url = make_probed_store(str(tmp_path / "s.zarr"), probe=False)
+    featstore.probe(url, classifiers=["logreg:C=100", "ridge:alpha=auto"], folds=5, max_iter=2,
+                    auto_grid=(0.01, 1.0), inner_folds=2)
+    files = R.write_report(url, tmp_path / "out", n_boot=20, parameters=False)
+    text = files.markdown.read_text()
+    assert "fit record(s) did not converge" in text
+    assert "- logreg:C=100, layer stem, init pretrained, fold 0\n" in text
+    assert "`ridge:alpha=auto` chose alpha by nested stratified cross-validation" in text
+    assert "| layer | pretrained | random |" in text  # chosen values per layer and init group
+    assert "choices lie at an end of the grid (0.01 or 1)" in text

@@ -301,11 +301,22 @@ def _fit_blocks(inputs: ReportInputs) -> list[Block]:
                     values = values[np.isfinite(values)]
                     cells.append(_choices(values))
                 body.append(tuple(cells))
+            values = chosen.sel(classifier=clf).values
+            values = values[np.isfinite(values)]
+            grid = [float(v) for v in (_attrs(probe_info(results).get("config"))
+                                       .get("auto_grid") or [])]
+            edge = ""
+            if grid and values.size:
+                at_edge = int(np.isin(values, [min(grid), max(grid)]).sum())
+                if at_edge:
+                    edge = (f" {at_edge} of {values.size} choices lie at an end of the grid "
+                            f"({min(grid):g} or {max(grid):g}): the best value may lie beyond "
+                            "it; widen --auto-grid to see.")
             blocks.append(Block("paragraph",
                                 f"`{clf}` chose {param} by nested stratified cross-validation "
                                 "inside each training fold (largest mean inner accuracy; the "
                                 "first grid value on ties); the values chosen per layer (over "
-                                "folds and seeds, with how often):"))
+                                f"folds and seeds, with how often).{edge}"))
             blocks.append(Block("table", header=("layer", *groups), rows=tuple(body)))
     return blocks
 
