@@ -205,7 +205,7 @@ def test_run_demo_end_to_end_on_given_data(tmp_path: Path) -> None:
     assert "the CI carries 3 seeds" in text and "Against **shuffled**" in text
     assert D.DEMO_INITS == ("pretrained", "random:0-4", "random:0+bn", "shuffled:0")
     assert len(summary["layers"]) == 18 and summary["probes"][0]["folds"] == 5
-    assert set(result.report.figures) == {"scores", "gain", "parameters"}
+    assert set(result.report.figures) == {"scores", "gain", "parameters", "health"}
     assert all(p.stat().st_size > 10_000 for p in result.report.figures.values())
     assert result.report.markdown.parent == tmp_path / "demo" / "report"
     assert any(line.startswith("data: your data at") for line in lines)
@@ -219,7 +219,7 @@ def test_demo_command_on_the_builtin_set(tmp_path: Path, monkeypatch,
     monkeypatch.setattr(D, "write_ihc_dataset", lambda root: full(root, stride=64))  # fewer tiles
     out = tmp_path / "featstore-demo"
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--out", str(out), "-q"])
+        main(["demo", "--out", str(out), "-q", "--image-size", "64"])  # the tiles are 64 px
     assert exc.value.code == 0
     err = capsys.readouterr().err
     assert "data: the built-in set: " in err and "dab_rich + " in err
