@@ -217,18 +217,25 @@ def plot_gain_by_depth(view: xr.Dataset, title: str | None = None) -> Figure:
 
 def plot_sweet_spots(spots: pd.DataFrame, view: xr.Dataset, title: str | None = None) -> Figure:
     """The sweet spot (filled) and the best layer (open) of every data set x model against the
-    parameters the network needs up to that layer, each with its gain interval.
+    parameters the network needs up to that layer, each with its gain interval, over the whole
+    curve of gain against parameters (thin line).
 
     Parameters
     ----------
     spots : pandas.DataFrame
         :func:`sweet_spots` output.
     view : xarray.Dataset
-        :func:`study_view` output (for the colours and the metric).
+        :func:`study_view` output (for the curves, the colours and the metric).
     """
-    colors, _styles_, markers = _styles(view)
+    colors, styles, markers = _styles(view)
     fig = new_figure((8.5, 5.0))
     ax = fig.add_subplot()
+    for row in spots.itertuples(index=False):
+        layers = _model_layers(view, str(row.model))
+        cell = view.sel(dataset=str(row.dataset), model=str(row.model), layer=layers)
+        ax.plot(np.asarray(cell["params_up_to_layer"].values, dtype=np.float64),
+                np.asarray(cell["gain"].values, dtype=np.float64), linestyle=styles[row.model],
+                color=colors[str(row.dataset)], linewidth=0.9, alpha=0.45)
     for row in spots.itertuples(index=False):
         color = colors[str(row.dataset)]
         marker = markers[str(row.model)]
@@ -250,8 +257,9 @@ def plot_sweet_spots(spots: pd.DataFrame, view: xr.Dataset, title: str | None = 
     ax.plot([], [], marker="o", linestyle="none", markerfacecolor="white",
             markeredgecolor="black", label="best layer (open)")
     ax.axhline(0.0, color="black", linewidth=0.9)
-    counts = spots[["sweet_params", "best_params"]].to_numpy(dtype=np.float64)
-    if len(spots) and (counts > 0).all():
+    counts = np.asarray(view["params_up_to_layer"].values, dtype=np.float64)
+    counts = counts[np.isfinite(counts)]
+    if len(spots) and counts.size and (counts > 0).all():
         ax.set_xscale("log")
         ticks = FuncFormatter(lambda v, _pos: fmt_params(int(round(v))))
         ax.xaxis.set_major_formatter(ticks)
@@ -262,7 +270,8 @@ def plot_sweet_spots(spots: pd.DataFrame, view: xr.Dataset, title: str | None = 
     ax.set_xlabel("Parameters up to and including the layer (count, log scale)")
     ax.set_ylabel(f"Gain in {metric_label(metric).lower()} (pretrained \u2212 random)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title or "Sweet spot and best layer of every data set and model", fontsize=10)
+    ax.set_title(title or "Sweet spot and best layer of every data set and model (lines: "
+                          "every layer)", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3),
                fontsize=8, frameon=False)
