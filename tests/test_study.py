@@ -138,6 +138,7 @@ def test_study_over_two_datasets(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (("folds = 3\nn_boot", "folds = 1\nn_boot"), "probe.folds: must be an integer >= 2"),
     (('name = "two-sets"', 'name = "two sets"'), "study.name"),
     (("[study]", "[study"), "is not valid TOML"),
+    (('device = "cpu"', 'device = "cpu"\nscheduler = "threads:2"'), "extract.scheduler"),
 ])
 def test_bad_study_files_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               edit: tuple[str, str], key: str) -> None:
@@ -242,3 +243,27 @@ def test_several_baselines_give_a_baseline_dimension(tmp_path: Path) -> None:
     assert len(spots) == 2 and set(spots["sweet_params"]) <= {10, 100, 1000}
     files = write_study_report(ds, tmp_path)
     assert files.markdown.is_file() and len(files.figures) == 2
+
+
+def test_the_extract_scheduler_reaches_featstore_extract(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import featstore.extraction
+
+    study = _study_folder(tmp_path)
+    study.write_text(study.read_text().replace('device = "cpu"',
+                                               'device = "cpu"\nscheduler = "local:2"'))
+    calls: list[dict[str, object]] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(data: str, store: str, **options: object) -> None:
+        calls.append({"data": data, "store": store, **options})
+        raise Stop
+
+    monkeypatch.setattr(featstore.extraction, "extract", record)
+    with pytest.raises(Stop):
+        run_study(read_study(study), tmp_path / "out")
+    assert calls[0]["scheduler"] == "local:2" and calls[0]["image_size"] == 12
+    assert calls[0]["store"] == str(tmp_path / "out" / "stores" / "plain__tiny_cnn.zarr")
+    assert calls[0]["inits"] == ("pretrained", "random:0")
