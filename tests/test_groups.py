@@ -49,13 +49,16 @@ def _cli(args: list[str]) -> int:
 
 def _grouped_store(path: Path, n_patients: int = 12, per_patient: int = 8, n_classes: int = 3,
                    seed: int = 0, coords: bool = True,
-                   inits: tuple[str, ...] = ("pretrained", "random:0")) -> tuple[str, dict]:
+                   inits: tuple[str, ...] = ("pretrained", "random:0"),
+                   classes_of: list[tuple[int, int]] | None = None) -> tuple[str, dict]:
     """A store whose images come from patients; each patient has a shared feature offset (so
-    image-level folds would be optimistic) and images of one or two classes."""
+    image-level folds would be optimistic) and images of two classes (random, or
+    ``classes_of[p]``)."""
     rng = np.random.default_rng(seed)
     patients, labels = [], []
     for p in range(n_patients):
-        classes = rng.choice(n_classes, size=2, replace=False)
+        classes = (rng.choice(n_classes, size=2, replace=False) if classes_of is None
+                   else np.asarray(classes_of[p]))
         for k in range(per_patient):
             patients.append(f"P{p:02d}")
             labels.append(int(classes[k % 2]))
@@ -226,6 +229,15 @@ def test_too_few_groups_exit_2_naming_the_counts(tmp_path: Path,
     assert _cli(["probe", store, "--folds", "6", "--group-by", "site", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs at least 6 groups" in err[0] and "2 'site' values" in err[0]
+
+
+def test_a_class_held_by_one_patient_is_named_with_it(tmp_path: Path) -> None:
+    store, _ = _grouped_store(tmp_path / "s.zarr", n_patients=6,
+                              classes_of=[(2, 2), (0, 1), (0, 1), (1, 0), (0, 1), (1, 0)])
+    with pytest.raises(ProbeInputError, match=r"class 'class2' has no image among the training "
+                                              r"images of fold \d: all its images are in the "
+                                              r"group\(s\) that fold \d tests \(P00\)"):
+        featstore.probe(store, classifiers=["nearest-centroid"], folds=3, group_by="patient")
 
 
 def test_unknown_group_column_and_conflicting_options(tmp_path: Path) -> None:
