@@ -13,8 +13,9 @@ from ._progress import RichProgress
 
 def study_command(
     study: Annotated[Path, typer.Argument(
-        help="Study file (TOML): [study] name, [[dataset]] name/data/group, [extract] "
-             "models/inits/image_size/scheduler, [probe] classifiers/folds/seed.")],
+        help="Study file (TOML) with the tables study (name), dataset (one per data set: "
+             "name, data, group or group_regex, folds), extract (models, inits, image_size, "
+             "scheduler) and probe (classifiers, folds, seed).")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="Study folder: stores/, study.csv, study.json, report.md/.html, "
                       "figures/. Default: a folder named after the study beside the file.")

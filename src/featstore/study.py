@@ -370,7 +370,10 @@ def run_study(config: StudyConfig, out: str | os.PathLike[str], *,
             meta = FeatureStore.open(url).meta
             modules = [meta.get("layer_modules", {}).get(v, v) for v in meta["layers"]]
             if model not in parameters:
-                parameters[model] = model_parameter_counts(model, modules)
+                try:
+                    parameters[model] = model_parameter_counts(model, modules)
+                except FeatstoreInputError:  # a layer that is no module: counts unknown (-1)
+                    parameters[model] = {}
             frames.append(study_rows(gain, dataset.name, model, parameters[model]))
             info = probe_info(results)
             labels = np.asarray(results[S.LABEL].values)
