@@ -46,7 +46,7 @@ from _common import (
     write_section,
 )
 
-EXTRACT = {"model": "efficientnet_lite0", "inits": ("pretrained",), "device": "cpu",
+EXTRACT: dict[str, Any] = {"model": "efficientnet_lite0", "inits": ("pretrained",), "device": "cpu",
            "batch_size": 32, "chunk_images": 64}
 
 

@@ -38,7 +38,8 @@ def test_equals_direct_forward_pass(two_conv_net, pool):
 
 def test_network_runs_once_and_stops_after_deepest_layer(two_conv_net):
     calls = {"model": 0, "fc": 0}
-    two_conv_net.register_forward_pre_hook(lambda *_: calls.__setitem__("model", calls["model"] + 1))
+    two_conv_net.register_forward_pre_hook(
+        lambda *_: calls.__setitem__("model", calls["model"] + 1))
     two_conv_net.fc.register_forward_pre_hook(lambda *_: calls.__setitem__("fc", calls["fc"] + 1))
     extractor = PooledExtractor(two_conv_net, ["act1", "act2"], "avg")
     extractor(torch.randn(2, 3, 8, 8))

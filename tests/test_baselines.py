@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from featstore.models import TransformSpec, build_model, parse_init, register_mo
 from featstore.store import FeatureStore
 from helpers import LC25000, make_image_folder
 
-SMALL = {"model": "tiny_cnn", "image_size": 12, "batch_size": 4, "chunk_images": 4,
+SMALL: dict[str, Any] = {"model": "tiny_cnn", "image_size": 12, "batch_size": 4, "chunk_images": 4,
          "device": "cpu"}
 
 
@@ -56,8 +57,8 @@ def test_shuffled_keeps_every_tensors_values_and_destroys_their_order() -> None:
         assert torch.equal(b, c), name  # seeded
         if a.numel() > 3:
             assert not torch.equal(a, b) and not torch.equal(b, d), name
-    for (name, a), b in zip(pretrained.named_buffers(), shuffled.buffers(), strict=True):
-        assert torch.equal(a, b), name  # running statistics are not parameters
+    for (name, buffer), kept in zip(pretrained.named_buffers(), shuffled.buffers(), strict=True):
+        assert torch.equal(buffer, kept), name  # running statistics are not parameters
 
 
 def test_shuffle_weights_is_a_permutation_per_tensor() -> None:

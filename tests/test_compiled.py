@@ -31,7 +31,9 @@ def test_truncated_graph_drops_the_classifier_and_pools_like_the_hooks() -> None
     model, _ = build_model("efficientnet_lite0", parse_init("random:0"))
     eager = PooledExtractor(model, ["stem", "blocks.2"], "max")
     module = truncated_pooled(eager)
-    names = {node.target for node in module.graph.graph.nodes if node.op == "call_module"}
+    graph = module.get_submodule("graph")
+    assert isinstance(graph, torch.fx.GraphModule)
+    names = {node.target for node in graph.graph.nodes if node.op == "call_module"}
     assert not any(str(name).startswith(("head", "classifier", "blocks.3")) for name in names)
     x = torch.rand(2, 3, 40, 40)
     with torch.no_grad():

@@ -79,4 +79,6 @@ def test_layers_sizes_and_lite0_unchanged() -> None:
         assert torch.equal(a, b), key
     assert len(lite0.blocks) == 16
     lite2 = EfficientNetLite(1.1, 1.2)
-    assert lite2.head[0].in_channels == 352 and lite2.blocks[4].project[0].out_channels == 48
+    head, project = lite2.get_submodule("head.0"), lite2.get_submodule("blocks.4.project.0")
+    assert isinstance(head, nn.Conv2d) and isinstance(project, nn.Conv2d)
+    assert head.in_channels == 352 and project.out_channels == 48

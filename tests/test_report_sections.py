@@ -66,4 +66,5 @@ def test_health_figure_has_one_line_per_init_on_a_log_axis() -> None:
     fig = plot_health(health)
     top, bottom = fig.axes[:2]
     assert top.get_yscale() == "log" and len(top.get_lines()) == 2
-    np.testing.assert_allclose(top.get_lines()[1].get_ydata(), [1e-3, 1e-4, 1e-5])
+    np.testing.assert_allclose(np.asarray(top.get_lines()[1].get_ydata(), dtype=float),
+                               np.array([1e-3, 1e-4, 1e-5]))
