@@ -403,7 +403,7 @@ def study_blocks(ds: xr.Dataset, figures: Mapping[str, str], classifier: str | N
         "above zero (the pretrained features beat random ones), straddles zero, or lies below "
         "zero. The paper expects shallow layers above zero everywhere, and deep layers to "
         "depend on the data set.")))
-    everywhere = []
+    everywhere: dict[str, list[str]] = {}
     for model in models:
         part = counts[counts["model"] == model]
         trows = tuple((str(r.layer), f"{r.depth:.2f}", str(r.above), str(r.straddles),
@@ -413,11 +413,12 @@ def study_blocks(ds: xr.Dataset, figures: Mapping[str, str], classifier: str | N
             blocks.append(Block("paragraph", f"**{model}**"))
         blocks.append(Block("table", header=("layer", "depth", "above 0", "straddles 0",
                                              "below 0", "above 0 on"), rows=trows))
-        everywhere += [str(r.layer) for r in part.itertuples(index=False)
-                       if r.datasets == len(datasets) and r.above == len(datasets)]
-    blocks.append(Block("paragraph", (
-        f"Layers whose gain is above zero on every data set: {', '.join(everywhere)}."
-        if everywhere else "No layer has a gain above zero on every data set.")))
+        everywhere[model] = [str(r.layer) for r in part.itertuples(index=False)
+                             if r.datasets == len(datasets) and r.above == len(datasets)]
+    listed = "; ".join((f"{model}: " if len(models) > 1 else "") + (", ".join(names) or "none")
+                       for model, names in everywhere.items())
+    blocks.append(Block("paragraph", f"Layers whose gain is above zero on every data set: "
+                                     f"{listed}."))
 
     spots = sweet_spots(view)
     blocks.append(Block("heading", "Sweet spot against parameters"))
