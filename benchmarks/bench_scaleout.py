@@ -224,7 +224,13 @@ def main() -> None:
     body1 = (f"{n} real LC25000 tiles, efficientnet_lite0 (18 layers), `pretrained`, 224 px, "
              f"batch 32, chunks of 64 images; {repeats} alternating repeats, each run in a "
              f"fresh process; ratio = median of per-repeat ratios (below 1: faster).\n\n"
-             + body1)
+             + body1 + "\n\nWhat limits it: both runs use the same two cores for the same "
+             "forward passes. The workers add the LocalCluster's start, one model build per "
+             "worker, a store open and a DataLoader per (init, chunk) task, and they run each "
+             "batch on one thread, where the single process splits every convolution over two. "
+             "So on one 2-core machine the scheduler can at best match one process; it is "
+             "for more cores than one process uses well, several GPUs (one worker each) and "
+             "several machines.")
     print(body1)
 
     # 2. compile and memory format
