@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import make_image_folder
+from helpers import LC25000, lc25000_subset, make_image_folder
 
 _TESTS = str(Path(__file__).resolve().parent)
 os.environ["FEATSTORE_PLUGINS"] = "_tiny_model"
@@ -48,3 +48,19 @@ class TwoConvNet(nn.Module):
 def two_conv_net() -> TwoConvNet:
     torch.manual_seed(0)
     return TwoConvNet().eval()
+
+
+@pytest.fixture(scope="session")
+def lung60(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """20 LC25000 lung tiles per class through the pretrained and a random efficientnet_lite0,
+    all 18 layers (skips when ../shared/data is absent): at ``head`` 1280 units meet at most 48
+    training images and dozens of units are constant, the shape of every small pathology set."""
+    if not LC25000.is_dir():
+        pytest.skip(f"{LC25000} is absent (the shared real data sets)")
+    import featstore
+
+    root = tmp_path_factory.mktemp("lung60")
+    store = str(root / "lung60.zarr")
+    featstore.extract(str(lc25000_subset(root / "tiles", 20)), store,
+                      inits=("pretrained", "random:0"), device="cpu")
+    return store

@@ -23,3 +23,15 @@ def make_image_folder(root: Path, classes: tuple[str, ...] = ("benign", "tumour"
             image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
             image.save(folder / f"img{i:03d}.png")
     return root
+
+
+def lc25000_subset(dest: Path, per_class: int) -> Path:
+    """An ImageFolder of symlinks to the first ``per_class`` LC25000 tiles of each class (sorted
+    names; the tiles are never copied). Call only when :data:`LC25000` exists."""
+    for folder in sorted(p for p in LC25000.iterdir() if p.is_dir()):
+        (dest / folder.name).mkdir(parents=True, exist_ok=True)
+        for tile in sorted(folder.iterdir())[:per_class]:
+            link = dest / folder.name / tile.name
+            if not link.exists():
+                link.symlink_to(tile)
+    return dest

@@ -8,7 +8,6 @@ equal to a local extraction.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -28,11 +27,13 @@ from featstore.store import FeatureStore
 from featstore.verify import verify_store
 from helpers import make_image_folder
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import fault_injection as FI  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 OPTIONS = ["--model", "tiny_cnn", "--image-size", "12", "--batch-size", "2", "--chunk-images",
            "2", "--device", "cpu", "--init", "pretrained", "--init", "random:0+bn", "-q"]
-DASK = str(Path(sys.executable).with_name("dask"))
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -55,51 +56,12 @@ def local(data: Path, tmp_path_factory: pytest.TempPathFactory) -> xr.Dataset:
     return xr.open_zarr(url).load()
 
 
-class Cluster:
-    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
-
-    def __init__(self, root: Path, workers: int = 2, worker_env: dict[str, str] | None = None):
-        self.root = root
-        self.file = root / "scheduler.json"
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.scheduler = subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(self.file)], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not self.file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.2)
-        self.address = json.loads(self.file.read_text())["address"]
-        self.workers = [
-            subprocess.Popen([DASK, "worker", "--scheduler-file", str(self.file), "--nthreads",
-                              "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
-                             env={**env, **(worker_env or {})}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-            for _ in range(workers)
-        ]
-        from distributed import Client
-
-        with Client(self.address, timeout="30s") as client:
-            client.wait_for_workers(workers, timeout=60)
-
-    def close(self) -> None:
-        for process in [*self.workers, self.scheduler]:
-            if process.poll() is None:
-                process.terminate()
-        for process in [*self.workers, self.scheduler]:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Two workers, each chunk write slowed by 0.3 s so that kills land mid-job; the tests
-    below use it in file order, the last one kills a worker."""
-    started = Cluster(tmp_path_factory.mktemp("cluster"), worker_env={
-        "FEATSTORE_FAILPOINTS": "write_chunk.before_marker=sleep:0.3"})
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FI.DaskCluster]:
+    """``dask scheduler`` and two ``dask worker`` processes (the fault-injection tool's), each
+    chunk write slowed by 0.3 s so that kills land mid-job; the tests below use it in file
+    order, the last one kills a worker."""
+    started = FI.DaskCluster(tmp_path_factory.mktemp("cluster"), workers=2, sleep=0.3)
     yield started
     started.close()
 
@@ -127,7 +89,7 @@ def _same(ds: xr.Dataset, other: xr.Dataset) -> None:
     assert mine == theirs
 
 
-def test_tcp_scheduler_equals_local(data: Path, local: xr.Dataset, cluster: Cluster,
+def test_tcp_scheduler_equals_local(data: Path, local: xr.Dataset, cluster: FI.DaskCluster,
                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = str(tmp_path / "d.zarr")
     code, _, err = run(["extract", str(data), "--store", url, "--scheduler", cluster.address,
@@ -146,7 +108,7 @@ def test_local_cluster_equals_local(data: Path, local: xr.Dataset, tmp_path: Pat
 
 
 def test_a_killed_client_leaves_a_store_a_plain_rerun_completes(
-        data: Path, local: xr.Dataset, cluster: Cluster, tmp_path: Path,
+        data: Path, local: xr.Dataset, cluster: FI.DaskCluster, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     url = str(tmp_path / "d.zarr")
     client = subprocess.Popen([sys.executable, "-m", "featstore.cli.app", "extract", str(data),
@@ -164,7 +126,7 @@ def test_a_killed_client_leaves_a_store_a_plain_rerun_completes(
     assert verify_store(url).ok
 
 
-def test_a_worker_killed_midway_is_retried(data: Path, local: xr.Dataset, cluster: Cluster,
+def test_a_worker_killed_midway_is_retried(data: Path, local: xr.Dataset, cluster: FI.DaskCluster,
                                            tmp_path: Path) -> None:
     url = str(tmp_path / "d.zarr")
     client = subprocess.Popen([sys.executable, "-m", "featstore.cli.app", "extract", str(data),

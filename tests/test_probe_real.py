@@ -1,8 +1,9 @@
 """Probes on a small real store equal scikit-learn at every layer, local and distributed.
 
-20 LC25000 lung tiles per class (60 images, 3 folds: 40 training images) through the pretrained
-and a random efficientnet_lite0: at ``head`` 1280 units meet 40 training images and dozens of
-units are constant, the shape of every small pathology set. Skips when ../shared/data is absent.
+20 LC25000 lung tiles per class (60 images, 3 folds: 40 training images; the session fixture
+``lung60`` in conftest.py) through the pretrained and a random efficientnet_lite0: at ``head``
+1280 units meet 40 training images and dozens of units are constant, the shape of every small
+pathology set. Skips when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 import featstore
-from helpers import LC25000
 
 pytestmark = pytest.mark.slow
 
@@ -33,21 +33,6 @@ CLASSIFIERS = {
     "knn:k=5": lambda: KNeighborsClassifier(5, algorithm="brute"),
     "nearest-centroid": lambda: NearestCentroid(),
 }
-
-
-@pytest.fixture(scope="module")
-def lung60(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if not LC25000.is_dir():
-        pytest.skip(f"{LC25000} is absent (the shared real data sets)")
-    root = tmp_path_factory.mktemp("lung60")
-    data = root / "tiles"
-    for folder in sorted(p for p in LC25000.iterdir() if p.is_dir()):
-        (data / folder.name).mkdir(parents=True)
-        for tile in sorted(folder.iterdir())[:20]:
-            (data / folder.name / tile.name).symlink_to(tile)
-    store = str(root / "lung60.zarr")
-    featstore.extract(str(data), store, inits=("pretrained", "random:0"), device="cpu")
-    return store
 
 
 def test_probe_command_succeeds(lung60: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,6 @@ __all__ = [
     "TASK_ROWS",
     "task_batches",
     "noop",
-    "blas_limits",
     "task_blas",
 ]
 
@@ -136,17 +135,6 @@ def noop() -> None:
     return None
 
 
-@contextmanager
-def blas_limits(kind: str, argument: int | str | None) -> Iterator[None]:
-    """One BLAS thread per task when several local threads run tasks side by side."""
-    threads = argument if isinstance(argument, int) else (os.cpu_count() or 1)
-    if kind == "threads" and threads > 1:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    else:
-        yield
 
 
 @contextmanager

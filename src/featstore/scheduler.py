@@ -14,8 +14,10 @@ everywhere:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import dask
@@ -23,7 +25,7 @@ import dask
 from .config import parse_positive_int
 from .errors import SchedulerError
 
-__all__ = ["SCHEDULER_FORMS", "parse_scheduler", "Runner"]
+__all__ = ["SCHEDULER_FORMS", "parse_scheduler", "Runner", "blas_limits"]
 
 #: the accepted ``--scheduler`` forms, for messages
 SCHEDULER_FORMS = "threads, threads:N, sync, local:N, tcp://HOST:PORT"
@@ -166,3 +168,23 @@ class Runner:
         scheduler = "sync" if self.kind == "sync" else "threads"
         with Callback(posttask=posttask):
             return list(dask.compute(*items, scheduler=scheduler, num_workers=self.argument))
+
+
+@contextmanager
+def blas_limits(kind: str, argument: int | str | None) -> Iterator[None]:
+    """One BLAS thread per task while several local threads run tasks side by side.
+
+    Parameters
+    ----------
+    kind, argument
+        As returned by :func:`parse_scheduler`; only ``threads`` with more than one thread
+        limits anything (a LocalCluster's single-threaded workers set their own limit).
+    """
+    threads = argument if isinstance(argument, int) else (os.cpu_count() or 1)
+    if kind == "threads" and threads > 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    else:
+        yield

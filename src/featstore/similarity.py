@@ -68,7 +68,6 @@ from ._chunked import (
     Selection,
     Span,
     Variable,
-    blas_limits,
     image_rows,
     noop,
     read_rows,
@@ -79,7 +78,7 @@ from ._chunked import (
 )
 from .config import parse_positive_int
 from .errors import FeatstoreInputError
-from .scheduler import Runner, parse_scheduler
+from .scheduler import Runner, blas_limits, parse_scheduler
 
 __all__ = [
     "LAYER_A",

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .errors import FeatstoreInputError
+from .report.figures import new_figure
 from .similarity import INIT_A, INIT_B, LAYER_A, LAYER_B
 
 __all__ = [
@@ -37,13 +37,6 @@ ESTIMATOR_LABELS = {"logme": "LogME (log evidence per image)", "hscore": "H-scor
 #: colour-blind-safe colours (Okabe-Ito): the reference init first, then the others
 _COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 _STYLES = ("-", "--", "-.", ":")
-
-
-def _new_figure(size: tuple[float, float]) -> Figure:
-    """A figure on its own Agg canvas: no pyplot, no global backend, nothing shown."""
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def reference_init(inits: Sequence[str]) -> str:
@@ -84,7 +77,7 @@ def plot_cka_heatmaps(result: xr.Dataset) -> Figure:
     cols = min(3, len(pairs))
     rows = -(-len(pairs) // cols)
     side = min(6.0, max(3.2, 0.22 * len(layers) + 1.5))
-    fig = _new_figure((side * cols + 1.0, side * rows))
+    fig = new_figure((side * cols + 1.0, side * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     values = result["cka"]
     low = float(min(0.0, np.nanmin(values.values))) if np.isfinite(values.values).any() else 0.0
@@ -140,7 +133,7 @@ def plot_cka_curve(result: xr.Dataset, reference: str | None = None) -> Figure:
     ref = reference_init(inits) if reference is None else reference
     if ref not in inits:
         raise FeatstoreInputError(f"unknown reference init {ref!r}; inits: {', '.join(inits)}")
-    fig = _new_figure((9.5, 5.2))
+    fig = new_figure((9.5, 5.2))
     ax = fig.add_subplot()
     x = np.arange(len(layers))
     others = [i for i in inits if i != ref]
@@ -196,7 +189,7 @@ def plot_transferability(scores: xr.Dataset, results: xr.Dataset | None = None,
     inits = [str(v) for v in scores["init"].values]
     names = [str(v) for v in scores["estimator"].values]
     panels = len(names) + (results is not None)
-    fig = _new_figure((5.2 * panels + 0.6, 5.0))
+    fig = new_figure((5.2 * panels + 0.6, 5.0))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     ref = reference_init(inits)
     order = [ref, *[i for i in inits if i != ref]]

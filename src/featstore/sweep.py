@@ -101,7 +101,7 @@ from .results import (
     open_results,
     write_results,
 )
-from .scheduler import Runner, parse_scheduler
+from .scheduler import Runner, blas_limits, parse_scheduler
 from .store import FeatureStore, open_store
 from .versions import PROBE_LIBRARIES, library_versions
 
@@ -655,7 +655,7 @@ def run_probe(config: ProbeConfig, progress: Progress | None = None,
     kind, argument = request.scheduler
     everything = np.ones(request.store.n_images, dtype=bool)
     _fold_plan(request, *_usable(request, everything))  # cheap checks before reading features
-    with Runner(kind, argument) as runner, _blas_limits(kind, argument):
+    with Runner(kind, argument) as runner, blas_limits(kind, argument):
         finite = _finite_rows(request, runner)
         labels, used, n_classes = _usable(request, finite)
         plan = _fold_plan(request, labels, used, n_classes)
@@ -724,19 +724,6 @@ def stored_run(config: ProbeConfig) -> str | None:
 
 def _noop() -> None:
     return None
-
-
-@contextmanager
-def _blas_limits(kind: str, argument: int | str | None) -> Iterator[None]:
-    """One BLAS thread per task when several local threads run tasks side by side."""
-    threads = argument if isinstance(argument, int) else (os.cpu_count() or 1)
-    if kind == "threads" and threads > 1:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    else:
-        yield
 
 
 def probe(

@@ -58,7 +58,6 @@ from ._chunked import (
     Selection,
     Span,
     Variable,
-    blas_limits,
     image_rows,
     noop,
     read_rows,
@@ -68,7 +67,7 @@ from ._chunked import (
     until_finite,
 )
 from .errors import FeatstoreInputError
-from .scheduler import Runner, parse_scheduler
+from .scheduler import Runner, blas_limits, parse_scheduler
 from .store import open_store
 
 __all__ = [
