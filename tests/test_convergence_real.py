@@ -2,9 +2,9 @@
 
 20 LC25000 lung tiles per class (the session fixture ``lung60``) through efficientnet_lite0 with
 its ImageNet weights and one random init: every layer from ``stem`` (32 units) to ``head`` (1280
-units, far more than the 48 training images of a fold). logreg and linear-svm at their defaults, and linear-svm:C=auto over
-the whole default grid (C up to 100, where L-BFGS did not converge on the squared hinge), must
-record every fit converged. Skips when ../shared/data is absent.
+units, far more than the 48 training images of a fold). logreg and linear-svm at their defaults,
+and linear-svm:C=auto over the whole default grid (C up to 100, where L-BFGS did not converge on
+the squared hinge), must record every fit converged. Skips when ../shared/data is absent.
 """
 
 from __future__ import annotations
