@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featstore.config import parse_store_url
+from featstore.config import DEFAULT_MARGIN, parse_store_url
 
 from ._progress import RichProgress
 
@@ -41,6 +41,9 @@ def report_command(
     run: Annotated[str | None, typer.Option(help="Probe run id; default the latest.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples of the gain's CI.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    margin: Annotated[float, typer.Option(
+        help="Non-inferiority margin of the sweet spot (gain within this of the best layer's)."
+    )] = DEFAULT_MARGIN,
     parameters: Annotated[bool, typer.Option(
         help="Also plot gain against parameters up to each layer.")] = True,
     similarity: Annotated[bool, typer.Option(
@@ -57,7 +60,7 @@ def report_command(
     from featstore.report import write_report
 
     files = write_report(parse_store_url(store), out, classifier=classifier, metric=metric.value,
-                         run=run, n_boot=n_boot, seed=seed, parameters=parameters,
+                         run=run, n_boot=n_boot, seed=seed, margin=margin, parameters=parameters,
                          similarity=similarity, transferability=transferability,
                          scheduler=scheduler)
     console = _err()
