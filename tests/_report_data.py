@@ -6,6 +6,7 @@ Used by test_report.py, test_inspect.py and test_demo.py until (and besides) the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -143,7 +144,7 @@ def make_probed_store(url: str, *, n_images: int = 40, probe: bool = True,
         labels=tuple(int(v) for v in labels), splits=None,
         data={"kind": "imagefolder", "root": "/data/tiny", "fingerprint": "f" * 64},
     )
-    inits = [
+    inits: list[dict[str, Any]] = [
         {"name": "pretrained", "kind": "pretrained", "weights": "tiny-weights", "sha256": "a" * 64,
          "seed": None},
         {"name": "random:0", "kind": "random", "weights": None, "sha256": None, "seed": 0},

@@ -146,7 +146,9 @@ def _store_variants(tmp: Path) -> dict[str, str]:
     partial = make_store(tmp / "partial.zarr", per_class=(8, 8), complete=False)
     one = make_store(tmp / "one.zarr", per_class=(9,))
     unlabelled = make_store(tmp / "unlabelled.zarr", per_class=(6, 6))
-    zarr.open_group(unlabelled, mode="r+", use_consolidated=False)[S.LABEL][:] = -1
+    labels = zarr.open_group(unlabelled, mode="r+", use_consolidated=False)[S.LABEL]
+    assert isinstance(labels, zarr.Array)
+    labels[:] = -1
     small = make_store(tmp / "small.zarr", per_class=(3, 8))
     pre = make_store(tmp / "pre.zarr", per_class=(6, 6), inits=("pretrained",))
     return {"partial": partial, "one": one, "unlabelled": unlabelled, "small": small, "pre": pre}
@@ -192,7 +194,9 @@ def test_bad_input_exits_2_with_one_line(store: str, tmp_path: Path,
         assert message in lines[0], (argv, lines[0])
         assert "Traceback" not in err
     assert not (tmp_path / "g.csv").exists()
-    assert np.all(np.asarray(zarr.open_group(stores["pre"], mode="r")["label"][:]) >= 0)
+    labels = zarr.open_group(stores["pre"], mode="r")["label"]
+    assert isinstance(labels, zarr.Array)
+    assert np.all(np.asarray(labels[:]) >= 0)
 
 
 def test_solver_options_reach_the_stored_config(store: str,

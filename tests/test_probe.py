@@ -440,6 +440,7 @@ def test_auto_equals_sklearn_grid_search_on_the_same_inner_folds(spec: Classifie
         np.testing.assert_array_equal(result.predictions[0, te], search.predict(X[te]),
                                       err_msg=f"fold {f}")
         # the inner folds are StratifiedKFold over the fold's training images, in image order
+        assert plan.inner is not None
         inner = plan.inner[f]
         assert set(np.flatnonzero(inner >= 0)) == set(tr)
     assert len(set(chosen)) > 1, "the case should choose different values per fold"

@@ -10,12 +10,18 @@ import pytest
 from featstore.cli.app import main
 from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
+from matplotlib.lines import Line2D
 from scipy import stats
 
 from _report_data import make_gain, make_probed_store, make_results
 from featstore import report as R
 from featstore.errors import FeatstoreInputError
 from featstore.models import cumulative_parameter_counts, model_parameter_counts
+
+
+def ydata(line: Line2D) -> np.ndarray:
+    """A plotted line's y values as a float array."""
+    return np.asarray(line.get_ydata(), dtype=float)
 
 LAYERS = ("stem", "blocks.0", "blocks.1", "head")
 CLF = "logreg:C=1"
@@ -113,9 +119,9 @@ def test_plot_scores_has_one_series_per_init_group_plus_chance(results) -> None:
     assert ax.get_xlabel() and "Balanced accuracy" in ax.get_ylabel()
     score = results["score"].sel(classifier=CLF, metric="balanced_accuracy")
     pretrained, _, random, shuffled = ax.lines[:4]
-    np.testing.assert_allclose(pretrained.get_ydata(),
+    np.testing.assert_allclose(ydata(pretrained),
                                score.sel(init="pretrained").mean("fold").values)
-    np.testing.assert_allclose(random.get_ydata(),
+    np.testing.assert_allclose(ydata(random),
                                score.sel(init=["random:0", "random:1"]).mean(["init", "fold"])
                                .transpose("layer").values)
     assert pretrained.get_color() == R.PRETRAINED_COLOR
@@ -144,9 +150,9 @@ def test_plot_gain_shows_each_baseline_side_by_side(gain) -> None:
         sel = gain.sel(classifier=CLF, metric="accuracy", baseline=baseline)
         assert len(ax.lines) == 4  # gain, zero, sweet-spot marker, best marker
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 1
-        curve = next(line for line in ax.lines if len(line.get_xdata()) == len(LAYERS))
-        np.testing.assert_allclose(curve.get_ydata(), sel["gain"].values)
-        zero = next(line for line in ax.lines if list(line.get_ydata()) == [0, 0])
+        curve = next(line for line in ax.lines if np.size(line.get_xdata()) == len(LAYERS))
+        np.testing.assert_allclose(ydata(curve), sel["gain"].values)
+        zero = next(line for line in ax.lines if list(ydata(line)) == [0, 0])
         assert zero.get_color() == "black"
         title = ax.get_title()
         best = str(sel["best_layer"].values)
@@ -155,7 +161,7 @@ def test_plot_gain_shows_each_baseline_side_by_side(gain) -> None:
         assert f"best {best.replace('-', '.')} (p_best {p_best:.2f})" in title
         assert "sweet spot " in title and "(margin 0.01)" in title
         star = next(line for line in ax.lines if line.get_marker() == "*")
-        assert star.get_xdata()[0] == list(gain["layer"].values).index(best)
+        assert np.asarray(star.get_xdata())[0] == list(gain["layer"].values).index(best)
     assert "random init, BN as initialised, 2 seeds" in axes[0].get_title()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "best layer (largest gain)" in legend
@@ -168,7 +174,7 @@ def test_plot_gain_vs_parameters(gain) -> None:
     containers = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     assert len(containers) == 2  # one per baseline
     data_line = containers[0].lines[0]
-    np.testing.assert_allclose(data_line.get_ydata(),
+    np.testing.assert_allclose(ydata(data_line),
                                gain.sel(classifier=CLF, metric="accuracy",
                                         baseline="random")["gain"].values)
     assert data_line.get_color() == R.GROUP_COLORS["random"]

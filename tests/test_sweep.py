@@ -57,7 +57,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, object]] = []
 
-    def start(self, name: str, total: int) -> None:
+    def start(self, name: str, total: int | None, completed: int = 0) -> None:
         self.events.append(("start", total))
 
     def advance(self, count: int) -> None:
@@ -316,8 +316,9 @@ def test_one_class_only(tmp_path: Path) -> None:
 
 def test_store_without_labels(tmp_path: Path) -> None:
     path = make_store(tmp_path / "unlabelled.zarr", per_class=(6, 6))
-    group = zarr.open_group(path, mode="r+", use_consolidated=False)
-    group[S.LABEL][:] = -1
+    labels = zarr.open_group(path, mode="r+", use_consolidated=False)[S.LABEL]
+    assert isinstance(labels, zarr.Array)
+    labels[:] = -1
     with pytest.raises(ProbeInputError, match="has no labels"):
         featstore.probe(path)
 

@@ -69,6 +69,7 @@ def timm_batch(data: Path, arch: str, size: int) -> torch.Tensor:
     """Images in store order, through timm's own evaluation transform of ``arch``'s data config
     at ``size`` (resize to floor(size / crop_pct), centre crop, normalize)."""
     cfg = get_pretrained_cfg(arch)
+    assert cfg is not None
     transform = create_transform(input_size=(3, size, size), interpolation=cfg.interpolation,
                                  mean=cfg.mean, std=cfg.std, crop_pct=cfg.crop_pct,
                                  crop_mode=cfg.crop_mode)
@@ -76,7 +77,7 @@ def timm_batch(data: Path, arch: str, size: int) -> torch.Tensor:
     return torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
 
 
-def reference_model(arch: str, seed: int, **kwargs: Any) -> torch.nn.Module:
+def reference_model(arch: str, seed: int, **kwargs: Any) -> Any:
     """A timm model with its own random init (seeded) and a 1000-class head, in eval mode."""
     torch.manual_seed(seed)
     return timm.create_model(arch, **kwargs).eval()
@@ -331,7 +332,9 @@ def test_cnn_features_equal_forward_intermediates(data: Path, tmp_path: Path, ar
     init = f"pretrained:{path}"
     ds = featstore.extract(str(data), str(tmp_path / "s.zarr"), model=f"timm:{arch}",
                            inits=[init], image_size=SIZE)
-    assert ds.attrs["featstore"]["transform"]["crop_pct"] == get_pretrained_cfg(arch).crop_pct
+    cfg = get_pretrained_cfg(arch)
+    assert cfg is not None
+    assert ds.attrs["featstore"]["transform"]["crop_pct"] == cfg.crop_pct
     x = timm_batch(data, arch, SIZE)
     with torch.no_grad():
         final, inter = ref.forward_intermediates(x)
