@@ -42,7 +42,7 @@ from _common import (
 )
 from featstore.activations import PooledExtractor
 from featstore.data import open_source
-from featstore.extraction import _ImageDataset
+from featstore.extraction import ImageDataset
 from featstore.models import build_model, default_transform, parse_init, parse_layers
 
 MODEL = "efficientnet_lite0"
@@ -52,7 +52,7 @@ INITS = ("pretrained", "random:0")
 def bare_loop(data: Path, batch_size: int, workers: int) -> None:
     """Forward every image through each init's model to the logits; keep nothing."""
     source = open_source(data)
-    dataset = _ImageDataset(source, default_transform(MODEL))
+    dataset = ImageDataset(source, default_transform(MODEL))
     for init in INITS:
         model, _ = build_model(MODEL, parse_init(init))
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
@@ -70,7 +70,7 @@ def featstore_extract(data: Path, store: Path, batch_size: int, workers: int) ->
 def per_layer_ratio(data: Path, batch_size: int) -> tuple[float, float, int]:
     """Seconds for one pass per layer vs one pass for all layers, on the same images."""
     source = open_source(data)
-    dataset = _ImageDataset(source, default_transform(MODEL))
+    dataset = ImageDataset(source, default_transform(MODEL))
     model, _ = build_model(MODEL, parse_init("pretrained"))
     layers = parse_layers(MODEL, model, "auto")
     batches = [b for b, _, _ in DataLoader(dataset, batch_size=batch_size)]

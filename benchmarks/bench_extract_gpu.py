@@ -166,7 +166,7 @@ def main() -> None:
         no_cuda(args)
         return
     from featstore.data import open_source
-    from featstore.extraction import _ImageDataset
+    from featstore.extraction import ImageDataset
     from featstore.models import default_transform
 
     load = LoadLog()
@@ -179,7 +179,7 @@ def main() -> None:
         else:
             data = synthetic_tiles(Path(tmp) / "tiles", n_images)
         source = open_source(data)
-        dataset = _ImageDataset(source, default_transform(MODEL))
+        dataset = ImageDataset(source, default_transform(MODEL))
         store = Path(tmp) / "gpu.zarr"
         # warm-up: CUDA context, cuDNN, worker start-up, page cache of the images
         bare_loop(dataset, args.batch_size, args.workers, True)

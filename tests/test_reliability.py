@@ -145,14 +145,14 @@ def test_flipped_byte_reported_then_repaired_to_equal_untouched(url, data, clean
     assert [(p.kind, p.variable, p.init, p.start, p.stop) for p in report.problems] == [
         ("corrupt", "block", "random:1", 4, 6)]
     seen = []
-    original = featstore.extraction._extract_init
+    original = featstore.extraction.extract_chunks
 
     def spy(plan, store, dataset, model, init_index, init_name, pending, progress):
         seen.append((init_name, list(pending)))
         return original(plan, store, dataset, model, init_index, init_name, pending, progress)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(featstore.extraction, "_extract_init", spy)
+        patch.setattr(featstore.extraction, "extract_chunks", spy)
         ds = featstore.extract(str(data), url, inits=("random:0",), repair=True, **SMALL)
     assert seen == [("random:1", [2])]  # exactly the bad chunk, of an init not named
     assert verify_store(url).ok

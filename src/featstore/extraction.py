@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,6 @@ from .errors import (
     FeatstoreInputError,
     FeatstoreRuntimeError,
     NotAStoreError,
-    SchedulerError,
     StoreMismatchError,
     UnreadableImageError,
 )
@@ -65,7 +63,7 @@ from .models import (
     select_for_pool,
 )
 from .progress import Progress
-from .scheduler import Runner, parse_scheduler
+from .scheduler import parse_extract_scheduler
 from .store import (
     FeatureStore,
     LayerSpec,
@@ -79,7 +77,8 @@ from .store import (
 from .verify import VerifyReport, mark_for_repair, verify
 from .versions import EXTRACT_LIBRARIES, library_versions
 
-__all__ = ["extract", "run_extract", "plan_layout"]
+__all__ = ["extract", "run_extract", "plan_layout", "ExtractPlan", "Extractor", "ImageDataset",
+           "make_extractor", "extract_chunks", "load_norm_state"]
 
 
 #: what turns a batch into pooled features: eager hooks or the compiled truncated network
@@ -87,7 +86,7 @@ Extractor = PooledExtractor | CompiledPooledExtractor
 
 
 @dataclass(frozen=True)
-class _Plan:
+class ExtractPlan:
     config: ExtractConfig
     source: ImageSource
     layout: StoreLayout
@@ -106,7 +105,7 @@ def _parse_config(config: ExtractConfig) -> tuple[list[InitSpec], str]:
     if config.image_size is not None:
         parse_positive_int("--image-size", config.image_size, minimum=8)
     parse_positive_int("--bn-images", config.bn_images)
-    _parse_extract_scheduler(config.scheduler)
+    parse_extract_scheduler(config.scheduler)
     if not config.inits:
         raise FeatstoreInputError("no --init given; pass e.g. --init pretrained --init random:0")
     specs = parse_inits(config.inits)
@@ -115,7 +114,7 @@ def _parse_config(config: ExtractConfig) -> tuple[list[InitSpec], str]:
     return specs, device
 
 
-def plan_layout(config: ExtractConfig) -> _Plan:
+def plan_layout(config: ExtractConfig) -> ExtractPlan:
     """Validate a configuration and compute the store layout, without touching the store.
 
     Raises
@@ -159,7 +158,7 @@ def plan_layout(config: ExtractConfig) -> _Plan:
         data=source.describe(),
         coords=tuple(source.columns.items()),
     )
-    return _Plan(config, source, layout, layers, specs, transform, device)
+    return ExtractPlan(config, source, layout, layers, specs, transform, device)
 
 
 def _describe_diffs(stored: dict[str, Any], wanted: dict[str, Any], keys: list[str]) -> str:
@@ -174,7 +173,7 @@ def _describe_diffs(stored: dict[str, Any], wanted: dict[str, Any], keys: list[s
     return "; ".join(dict.fromkeys(parts))
 
 
-def _prepare_store(plan: _Plan, meta: dict[str, Any]) -> FeatureStore:
+def _prepare_store(plan: ExtractPlan, meta: dict[str, Any]) -> FeatureStore:
     url = plan.config.store
     wanted = plan.layout.description()
     if not store_exists(url):
@@ -203,7 +202,7 @@ def _prepare_store(plan: _Plan, meta: dict[str, Any]) -> FeatureStore:
     return store
 
 
-class _ImageDataset(Dataset[tuple[torch.Tensor, int, str]]):
+class ImageDataset(Dataset[tuple[torch.Tensor, int, str]]):
     """Decoded, preprocessed images; an unreadable image yields zeros and its error text."""
 
     def __init__(self, source: ImageSource, transform: TransformSpec) -> None:
@@ -371,12 +370,12 @@ def run_extract(config: ExtractConfig, progress: Progress | None = None, *,
     return open_store(url)
 
 
-def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
+def _run_locked(plan: ExtractPlan, meta: dict[str, Any], progress: Progress | None,
                 repair: bool, on_repair: Callable[[VerifyReport], None] | None) -> None:
     """The body of :func:`run_extract`, run while holding the store's lock."""
     config = plan.config
     store = _prepare_store(plan, meta)
-    dataset = _ImageDataset(plan.source, plan.transform)
+    dataset = ImageDataset(plan.source, plan.transform)
     specs = list(plan.inits)
     if repair:
         report = verify(store)
@@ -404,7 +403,7 @@ def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
             if norm_state is None:
                 norm_state = _recalibrate(plan, dataset, model)
             else:
-                _load_norm_state(model, norm_state)
+                load_norm_state(model, norm_state)
         if spec.name in store.init_names:
             stored = next(d for d in store.meta["inits"] if d["name"] == spec.name)
             _check_same_init(stored, descriptor, config.store)
@@ -419,12 +418,14 @@ def _run_locked(plan: _Plan, meta: dict[str, Any], progress: Progress | None,
         if config.scheduler is not None:
             jobs.extend((init_index, spec.name, chunk) for chunk in pending)
         else:
-            extractor = _make_extractor(plan, model, config.compile)
-            _extract_init(plan, store, dataset, extractor, init_index, spec.name, pending,
+            extractor = make_extractor(plan, model, config.compile)
+            extract_chunks(plan, store, dataset, extractor, init_index, spec.name, pending,
                           progress)
         del model
     if jobs:
-        _extract_distributed(plan, store, jobs, progress)
+        from .dask_extract import extract_on_scheduler
+
+        extract_on_scheduler(plan, store, jobs, progress)
     _record_health(store)
     store.consolidate()
 
@@ -455,7 +456,7 @@ RECALIBRATION_BATCH = 32
 RECALIBRATION_SEED = 0
 
 
-def _recalibration_sample(plan: _Plan) -> tuple[np.ndarray, str]:
+def _recalibration_sample(plan: ExtractPlan) -> tuple[np.ndarray, str]:
     train = None
     source = "all images"
     if plan.layout.splits is not None:
@@ -467,7 +468,7 @@ def _recalibration_sample(plan: _Plan) -> tuple[np.ndarray, str]:
     return indices, source
 
 
-def _recalibration_record(plan: _Plan) -> dict[str, Any]:
+def _recalibration_record(plan: ExtractPlan) -> dict[str, Any]:
     """What the store records about a +bn init's normalization pass (and compares on resume)."""
     indices, source = _recalibration_sample(plan)
     return {
@@ -482,7 +483,7 @@ def _recalibration_record(plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _recalibrate(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Module
+def _recalibrate(plan: ExtractPlan, dataset: ImageDataset, model: torch.nn.Module
                  ) -> dict[str, np.ndarray]:
     """Re-estimate the normalization statistics of ``model`` on the recalibration sample;
     returns the new buffers (the model keeps them)."""
@@ -508,7 +509,7 @@ def _recalibrate(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Module
                                                                           "running_var"))}
 
 
-def _load_norm_state(model: torch.nn.Module, state: dict[str, np.ndarray]) -> None:
+def load_norm_state(model: torch.nn.Module, state: dict[str, np.ndarray]) -> None:
     buffers = dict(model.named_buffers())
     with torch.no_grad():
         for name, values in state.items():
@@ -550,7 +551,7 @@ def _check_float16(features: dict[str, np.ndarray], init_name: str) -> None:
             )
 
 
-def _token_layout(plan: _Plan) -> dict[str, Any]:
+def _token_layout(plan: ExtractPlan) -> dict[str, Any]:
     """PooledExtractor's ``prefix_tokens`` and ``class_tokens`` from the layout's layers."""
     return {
         "prefix_tokens": {spec.name: spec.prefix_tokens for spec in plan.layout.layers},
@@ -558,14 +559,14 @@ def _token_layout(plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _float16_preflight(plan: _Plan, dataset: _ImageDataset, model: torch.nn.Module,
+def _float16_preflight(plan: ExtractPlan, dataset: ImageDataset, model: torch.nn.Module,
                        init_name: str) -> None:
     """Refuse a float16 init before anything of it is written: one batch, every layer."""
     first = list(range(min(plan.config.batch_size, len(dataset))))
     batch = torch.stack([dataset[i][0] for i in first]).to(plan.device)
     if _channels_last(plan.device):
         batch = batch.contiguous(memory_format=torch.channels_last)
-    _check_float16(_make_extractor(plan, model, compile_=False)(batch), init_name)
+    _check_float16(make_extractor(plan, model, compile_=False)(batch), init_name)
 
 
 def _record_health(store: FeatureStore) -> None:
@@ -593,8 +594,8 @@ def _record_health(store: FeatureStore) -> None:
     store.update_meta(health=health)
 
 
-#: channels-last memory format on the CPU too: 0.58x the time per image of contiguous tensors
-#: for efficientnet_lite0 (measured: benchmarks/RESULTS.md, "Compiled and
+#: channels-last memory format on the CPU too: 0.58-0.69x the time per image of contiguous
+#: tensors for efficientnet_lite0 (measured: benchmarks/RESULTS.md, "Compiled and
 #: channels-last extraction")
 _CPU_CHANNELS_LAST = True
 
@@ -604,7 +605,7 @@ def _channels_last(device: str) -> bool:
     return device.startswith("cuda") or _CPU_CHANNELS_LAST
 
 
-def _make_extractor(plan: _Plan, model: torch.nn.Module, compile_: bool) -> Extractor:
+def make_extractor(plan: ExtractPlan, model: torch.nn.Module, compile_: bool) -> Extractor:
     """The pooled-activation extractor of ``model`` on the plan's device (compiled on request)."""
     model = model.to(plan.device)
     if _channels_last(plan.device):
@@ -615,10 +616,10 @@ def _make_extractor(plan: _Plan, model: torch.nn.Module, compile_: bool) -> Extr
     return CompiledPooledExtractor(eager) if compile_ else eager
 
 
-def _extract_init(
-    plan: _Plan,
+def extract_chunks(
+    plan: ExtractPlan,
     store: FeatureStore,
-    dataset: _ImageDataset,
+    dataset: ImageDataset,
     extractor: Extractor,
     init_index: int,
     init_name: str,
@@ -661,88 +662,6 @@ def _extract_init(
         writer.close()
     if progress is not None:
         progress.finish(init_name)
-
-
-def _parse_extract_scheduler(value: str | None) -> tuple[str, int | str | None] | None:
-    """``--scheduler`` of an extraction: None (this process), ``local:N`` or a dask address."""
-    if value is None:
-        return None
-    kind, argument = parse_scheduler(value)
-    if kind not in ("local", "distributed"):
-        raise SchedulerError(
-            f"invalid extract --scheduler {value!r}; extraction runs in this process without "
-            "--scheduler, or as dask tasks with local:N (N worker processes) or "
-            "tcp://HOST:PORT (a running dask.distributed scheduler)"
-        )
-    return kind, argument
-
-
-def _extract_distributed(plan: _Plan, store: FeatureStore, jobs: list[tuple[int, str, int]],
-                         progress: Progress | None) -> None:
-    """Run (init, chunk) jobs as dask tasks; each writes its chunk and marker to the store.
-
-    This process keeps the store's lock for the whole job; the workers only write chunks. A
-    task whose worker dies is run again by dask (writing a chunk is idempotent); a chunk
-    whose task never finished stays pending, and the next run computes exactly those.
-    """
-    import dask
-
-    kind, argument = parse_scheduler(plan.config.scheduler)
-    workers = int(argument or 1) if kind == "local" else 1
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    plan_ref = dask.delayed(plan, pure=True)  # shipped to each worker once
-    tasks = [dask.delayed(_extract_chunk_task, pure=False)(plan_ref, name, index, chunk)
-             for index, name, chunk in jobs]
-    bounds = [S.chunk_bounds(chunk, store.n_images, store.chunk_images) for _, _, chunk in jobs]
-    total = sum(stop - start for start, stop in bounds)
-    if progress is not None:
-        progress.start("extract (dask)", total)
-    with Runner(kind, argument, worker_threads=threads) as runner:
-        for _, rows in runner.compute_each(tasks):
-            if progress is not None:
-                progress.advance(int(rows))
-    if progress is not None:
-        progress.finish("extract (dask)")
-
-
-#: extractors built in a dask worker process, by (store, init): the model is built (and
-#: compiled) once per process, reused by every chunk task of that init
-_WORKER_EXTRACTORS: dict[tuple[str, str], Extractor] = {}
-
-
-def _worker_extractor(plan: _Plan, init_name: str, init_index: int) -> Extractor:
-    key = (plan.config.store, init_name)
-    if key not in _WORKER_EXTRACTORS:
-        spec = parse_init(init_name)
-        model, _ = build_model(plan.config.model, spec)
-        if spec.recalibrate:
-            state = FeatureStore.open(plan.config.store).read_norm_state(init_index)
-            if state is None:
-                raise FeatstoreRuntimeError(
-                    f"the store '{plan.config.store}' lost the normalization statistics of init "
-                    f"{init_name!r}; rerun the same command to estimate them again"
-                )
-            _load_norm_state(model, state)
-        _WORKER_EXTRACTORS[key] = _make_extractor(plan, model, plan.config.compile)
-    return _WORKER_EXTRACTORS[key]
-
-
-def _extract_chunk_task(plan: _Plan, init_name: str, init_index: int, chunk: int) -> int:
-    """One (init, chunk) job on a dask worker: the worker's own device and cached model, the
-    chunk's images read and pooled, the chunk and its done marker written to the store.
-
-    Returns
-    -------
-    int
-        Images in the chunk.
-    """
-    local = replace(plan, device=parse_device(plan.config.device, torch.cuda.is_available()))
-    store = FeatureStore.open(plan.config.store, mode="r+")
-    dataset = _ImageDataset(local.source, local.transform)
-    extractor = _worker_extractor(local, init_name, init_index)
-    _extract_init(local, store, dataset, extractor, init_index, init_name, [chunk], None)
-    start, stop = S.chunk_bounds(chunk, store.n_images, store.chunk_images)
-    return stop - start
 
 
 def extract(

@@ -25,7 +25,8 @@ import dask
 from .config import parse_positive_int
 from .errors import SchedulerError
 
-__all__ = ["SCHEDULER_FORMS", "parse_scheduler", "Runner", "blas_limits"]
+__all__ = ["SCHEDULER_FORMS", "parse_scheduler", "parse_extract_scheduler", "Runner",
+           "blas_limits"]
 
 #: the accepted ``--scheduler`` forms, for messages
 SCHEDULER_FORMS = "threads, threads:N, sync, local:N, tcp://HOST:PORT"
@@ -64,6 +65,26 @@ def parse_scheduler(value: str | None) -> tuple[str, int | str | None]:
     if re.fullmatch(r"[a-z][a-z0-9+]*://\S+", text):
         return "distributed", text
     raise SchedulerError(f"invalid --scheduler {value!r}; allowed: {SCHEDULER_FORMS}")
+
+
+def parse_extract_scheduler(value: str | None) -> tuple[str, int | str | None] | None:
+    """``--scheduler`` of an extraction: None (this process), ``local:N`` or a dask address.
+
+    Raises
+    ------
+    SchedulerError
+        For threads or sync, which cannot run the network in parallel.
+    """
+    if value is None:
+        return None
+    kind, argument = parse_scheduler(value)
+    if kind not in ("local", "distributed"):
+        raise SchedulerError(
+            f"invalid extract --scheduler {value!r}; extraction runs in this process without "
+            "--scheduler, or as dask tasks with local:N (N worker processes) or "
+            "tcp://HOST:PORT (a running dask.distributed scheduler)"
+        )
+    return kind, argument
 
 
 class Runner:
