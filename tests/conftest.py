@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image folders and a tiny two-conv CNN; the ``tiny_cnn`` test model.
+"""Shared fixtures: tiny image folders and a tiny two-conv CNN; the ``tiny_cnn`` test model;
+the test processes (pytest-xdist, one per usable core) and their share of the cores.
 
 ``tiny_cnn`` (tests/_tiny_model.py) is registered through ``FEATSTORE_PLUGINS``, here and in
 every featstore process the tests start (``PYTHONPATH`` points at this folder).
@@ -9,11 +10,52 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
-from torch import nn
+#: at most this many test processes (each holds torch and a model or two in memory)
+MAX_TEST_WORKERS = 8
 
-from helpers import LC25000, lc25000_subset, make_image_folder
+
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, bounded by a cgroup CPU quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus or 1, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus or 1)
+
+
+def pytest_xdist_auto_num_workers(config: object) -> int:
+    """``-n auto`` (the default in pyproject.toml): one test process per usable core."""
+    return min(MAX_TEST_WORKERS, usable_cpus())
+
+
+def _share_the_cores() -> int | None:
+    """Under pytest-xdist, each worker gets its share of the cores (threads of torch, BLAS and
+    OpenMP, also in the processes the tests start): N workers x all cores each would
+    oversubscribe the machine. Returns the threads per worker, None outside xdist."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return None
+    threads = max(1, usable_cpus() // workers)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+    return threads
+
+
+_THREADS = _share_the_cores()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+from torch import nn  # noqa: E402
+
+from helpers import LC25000, lc25000_subset, make_image_folder  # noqa: E402
+
+if _THREADS is not None:
+    torch.set_num_threads(_THREADS)
+    threadpool_limits(_THREADS)
 
 _TESTS = str(Path(__file__).resolve().parent)
 os.environ["FEATSTORE_PLUGINS"] = "_tiny_model"
