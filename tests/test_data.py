@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import shutil
@@ -636,3 +637,26 @@ def test_preprocess_interpolations_equal_pillow_resize(interpolation: str) -> No
     others = [np.asarray(image.resize((12, 12), f)) for n, f in PIL_FILTERS.items()
               if n != interpolation]
     assert all(not np.array_equal(other, want) for other in others)  # the filters differ here
+
+
+@pytest.mark.parametrize("crop_pct", [1.0, 0.875, 0.9])
+@pytest.mark.parametrize("interpolation", list(PIL_FILTERS))
+def test_preprocess_equals_torchvision_bit_for_bit(interpolation: str, crop_pct: float) -> None:
+    """preprocess == torchvision's resize, center crop, to-tensor and normalize, every bit
+    (featstore does it with Pillow directly, so extraction never imports torchvision)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (37, 29, 3), dtype=np.uint8))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    size = 15
+    side = size if crop_pct == 1.0 else math.floor(size / crop_pct)
+    reference = TF.resize(image, [side, side], interpolation=InterpolationMode(interpolation),
+                          antialias=True)
+    reference = TF.center_crop(reference, [size, size])
+    want = TF.normalize(TF.pil_to_tensor(reference).to(torch.float32).div_(255.0), list(mean),
+                        list(std))
+    got = preprocess(image, size, mean, std, interpolation, crop_pct)
+    assert got.dtype == want.dtype and got.shape == want.shape == (3, size, size)
+    assert torch.equal(got, want)

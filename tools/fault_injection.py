@@ -860,8 +860,9 @@ class DaskCluster:
         for process in [*self.workers, self.scheduler]:
             try:
                 process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # slow to shut down (a loaded machine): kill it
                 process.kill()
+                process.wait()
 
 
 def _wait_for_chunks(url: Path, count: int, timeout: float = 120.0) -> bool:

@@ -39,8 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from .errors import DataSourceError, UnreadableImageError
 
@@ -70,10 +68,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 #: applies as well, so the effective limit is the smaller of the two.
 MAX_IMAGE_PIXELS: int = 16384 * 16384
 
-_INTERPOLATIONS = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
+#: the resampling filters of :func:`preprocess` (torchvision's InterpolationMode names)
+_PIL_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
 }
 _TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 #: the splits of array sources, in store order, with the names their files use
@@ -1082,10 +1081,16 @@ def preprocess(
     torch.Tensor
         Float32 tensor of shape (3, size, size).
     """
+    # Pillow does the resampling, exactly as torchvision's resize of a PIL image does (a test
+    # checks equality with torchvision); importing torchvision here would cost every extraction
+    # process seconds (its detection ops) for four lines of arithmetic
     side = size if crop_pct == 1.0 else math.floor(size / crop_pct)
-    resized = TF.resize(image, [side, side], interpolation=_INTERPOLATIONS[interpolation],
-                        antialias=True)
+    resized = image.resize((side, side), _PIL_FILTERS[interpolation])
     if side != size:
-        resized = TF.center_crop(resized, [size, size])
-    tensor = TF.pil_to_tensor(resized).to(torch.float32).div_(255.0)
-    return TF.normalize(tensor, list(mean), list(std))
+        offset = int(round((side - size) / 2.0))
+        resized = resized.crop((offset, offset, offset + size, offset + size))
+    pixels = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+    tensor = pixels.to(torch.float32).div_(255.0)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
+    return tensor.sub_(mean_t).div_(std_t)

@@ -8,11 +8,11 @@ sorts them in network order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Final, cast
 
 from torch import nn
-from torchvision import models as tvm
 
 __all__ = ["children", "torchvision_layers", "swin_channel_axis"]
 
@@ -83,6 +83,8 @@ def _regnet_layers(model: nn.Module) -> list[str]:
 
 
 def _convnext_layers(model: nn.Module) -> list[str]:
+    from torchvision import models as tvm
+
     features = model.get_submodule("features")
     blocks = [
         f"features.{path}"
@@ -93,6 +95,8 @@ def _convnext_layers(model: nn.Module) -> list[str]:
 
 
 def _squeezenet_layers(model: nn.Module) -> list[str]:
+    from torchvision import models as tvm
+
     # stem ReLU and every Fire module; the head conv is the classifier (class score maps)
     features = model.get_submodule("features")
     return [
@@ -109,6 +113,8 @@ def _shufflenet_layers(model: nn.Module) -> list[str]:
 
 
 def _swin_layers(model: nn.Module) -> list[str]:
+    from torchvision import models as tvm
+
     # patch embedding, every transformer block, final norm; all channels-last (H, W, C)
     swin = tvm.swin_transformer
     blocks = (swin.SwinTransformerBlock, swin.SwinTransformerBlockV2)
@@ -127,6 +133,8 @@ def _vit_layers(model: nn.Module) -> list[str]:
 
 
 def _maxvit_layers(model: nn.Module) -> list[str]:
+    from torchvision import models as tvm
+
     blocks = model.get_submodule("blocks")
     return [
         "stem",
@@ -180,23 +188,29 @@ def _fallback_layers(model: nn.Module) -> list[str]:
     return names
 
 
-_LAYER_RULES: Final[tuple[tuple[type[nn.Module], Callable[[nn.Module], list[str]]], ...]] = (
-    (tvm.ResNet, _resnet_layers),
-    (tvm.EfficientNet, _features_layers),
-    (tvm.MobileNetV2, _features_layers),
-    (tvm.MobileNetV3, _features_layers),
-    (tvm.MNASNet, _mnasnet_layers),
-    (tvm.DenseNet, _densenet_layers),
-    (tvm.VGG, _relu_layers),
-    (tvm.AlexNet, _relu_layers),
-    (tvm.RegNet, _regnet_layers),
-    (tvm.ConvNeXt, _convnext_layers),
-    (tvm.SqueezeNet, _squeezenet_layers),
-    (tvm.ShuffleNetV2, _shufflenet_layers),
-    (tvm.SwinTransformer, _swin_layers),
-    (tvm.VisionTransformer, _vit_layers),
-    (tvm.MaxVit, _maxvit_layers),
-)
+@functools.cache
+def _layer_rules() -> tuple[tuple[type[nn.Module], Callable[[nn.Module], list[str]]], ...]:
+    """(torchvision model class, its rule), in the order they are tried; torchvision is
+    imported on first use, so that processes with other models never pay its import."""
+    from torchvision import models as tvm
+
+    return (
+        (tvm.ResNet, _resnet_layers),
+        (tvm.EfficientNet, _features_layers),
+        (tvm.MobileNetV2, _features_layers),
+        (tvm.MobileNetV3, _features_layers),
+        (tvm.MNASNet, _mnasnet_layers),
+        (tvm.DenseNet, _densenet_layers),
+        (tvm.VGG, _relu_layers),
+        (tvm.AlexNet, _relu_layers),
+        (tvm.RegNet, _regnet_layers),
+        (tvm.ConvNeXt, _convnext_layers),
+        (tvm.SqueezeNet, _squeezenet_layers),
+        (tvm.ShuffleNetV2, _shufflenet_layers),
+        (tvm.SwinTransformer, _swin_layers),
+        (tvm.VisionTransformer, _vit_layers),
+        (tvm.MaxVit, _maxvit_layers),
+    )
 
 
 def torchvision_layers(model: nn.Module) -> list[str]:
@@ -220,7 +234,7 @@ def torchvision_layers(model: nn.Module) -> list[str]:
       the direct children of the model minus classifier, pooling, dropout and auxiliary heads
       (a ModuleList child contributes its members); pass explicit layers for finer sets.
     """
-    for cls, rule in _LAYER_RULES:
+    for cls, rule in _layer_rules():
         if isinstance(model, cls):
             return rule(model)
     return _fallback_layers(model)
@@ -232,6 +246,8 @@ def swin_channel_axis(model: nn.Module, layer: str, shape: tuple[int, ...]) -> i
         return 0
     if len(shape) == 2:  # token sequence (n_tokens, C)
         return 1
+    from torchvision import models as tvm
+
     if (
         isinstance(model, tvm.SwinTransformer)
         and len(shape) == 3

@@ -4,6 +4,9 @@ Weights come through torchvision's weights API (``pretrained`` = the model's def
 ``pretrained:WEIGHTS`` a named member such as ``IMAGENET1K_V2``) and are cached under
 ``$TORCH_HOME/hub/checkpoints``; ``pretrained:PATH`` loads a local state dict instead, for
 machines without internet.
+
+torchvision is imported inside the functions: its import takes seconds, and a process that
+extracts with ``efficientnet_lite0`` or a plugin's model never needs it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from featstore.errors import (
     ChecksumMismatchError,
@@ -34,6 +36,8 @@ __all__ = ["torchvision_models", "build_torchvision", "torchvision_transform", "
 
 def torchvision_models() -> list[str]:
     """Every torchvision classification model name, sorted."""
+    from torchvision import models as tvm
+
     return list(tvm.list_models(module=tvm))
 
 
@@ -45,6 +49,8 @@ def torchvision_transform(name: str, image_size: int | None = None) -> Transform
     FeatstoreInputError
         When ``image_size`` is not a positive integer, or is below the weights' ``min_size``.
     """
+    from torchvision import models as tvm
+
     weights = tvm.get_model_weights(name).DEFAULT
     keywords: dict[str, Any] = dict(getattr(weights.transforms, "keywords", {}))
     size = int(keywords.get("crop_size", 224))
@@ -85,6 +91,8 @@ def _drop_aux(name: str, net: nn.Module) -> None:
 
 
 def _untrained_kwargs(name: str) -> dict[str, Any]:
+    from torchvision import models as tvm
+
     kwargs = dict(_UNTRAINED_KWARGS.get(name, {}))
     if name.startswith("vit_"):  # positional embeddings sized for the default weights
         kwargs["image_size"] = tvm.get_model_weights(name).DEFAULT.meta["min_size"][0]
@@ -93,6 +101,8 @@ def _untrained_kwargs(name: str) -> dict[str, Any]:
 
 def build_torchvision(name: str, init: InitSpec) -> tuple[nn.Module, str | None, str | None]:
     """Builder of the torchvision family (see :mod:`featstore.models.registry`)."""
+    from torchvision import models as tvm
+
     if init.kind == "random" or init.path is not None:
         net = tvm.get_model(name, weights=None, **_untrained_kwargs(name))
         _drop_aux(name, net)
@@ -148,6 +158,8 @@ def _weights_error(exc: Exception, full_name: str, url: str, cached: str) -> Exc
 
 def _resolve_weights(name: str, weights: str | None) -> Any:
     """The torchvision ``WeightsEnum`` member named by ``weights`` (None/"DEFAULT": default)."""
+    from torchvision import models as tvm
+
     enum_cls = tvm.get_model_weights(name)
     valid = ["DEFAULT", *(member.name for member in enum_cls)]
     if weights is None:
