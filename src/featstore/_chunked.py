@@ -20,7 +20,7 @@ import zarr
 
 from . import schema as S
 from .config import parse_store_url
-from .errors import FeatstoreInputError, StoreIncompleteError, UnknownLayerError
+from .errors import FeatstoreInputError, StoreIncompleteError
 from .store import FeatureStore
 
 __all__ = [
@@ -66,51 +66,18 @@ class Selection:
     pieces: list[Span]  # image chunks
 
 
-def _split_names(values: Sequence[str] | str | None) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = [values]
-    names = [p.strip() for v in values for p in str(v).split(",") if p.strip()]
-    return names or None
-
-
 def select(store: str | os.PathLike[str], layers: Sequence[str] | str | None,
             inits: Sequence[str] | str | None) -> Selection:
     """Validate the store and the requested layers and inits (reads no features)."""
     url = parse_store_url(str(store))
     handle = FeatureStore.open(url)
     meta = handle.meta
-    stored: list[str] = list(meta["layers"])
-    modules: dict[str, str] = dict(meta.get("layer_modules", {}))
-    wanted = _split_names(layers)
-    if wanted is None:
-        chosen_layers = stored
-    else:
-        by_name = {**{v: v for v in stored},
-                   **{modules.get(v, v): v for v in stored}}
-        for name in wanted:
-            if name not in by_name:
-                known = ", ".join(modules.get(v, v) for v in stored)
-                raise UnknownLayerError(
-                    f"unknown --layers value {name!r}; layers in this store: {known} "
-                    "(`featstore info STORE` lists them)"
-                )
-        picked = {by_name[n] for n in wanted}
-        chosen_layers = [v for v in stored if v in picked]
+    chosen_layers = S.select_layers(meta["layers"], meta.get("layer_modules", {}),
+                                    S.split_names(layers))
     names = handle.init_names
     if not names:
         raise FeatstoreInputError(f"store '{url}' has no inits; run `featstore extract` first")
-    wanted_inits = _split_names(inits)
-    if wanted_inits is None:
-        chosen_inits = list(names)
-    else:
-        for name in wanted_inits:
-            if name not in names:
-                raise FeatstoreInputError(
-                    f"unknown --inits value {name!r}; inits in this store: {', '.join(names)}"
-                )
-        chosen_inits = [n for n in names if n in set(wanted_inits)]
+    chosen_inits = S.select_inits(names, S.split_names(inits))
     done = handle.progress()
     for name in chosen_inits:
         row = done[names.index(name)]

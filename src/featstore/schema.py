@@ -8,9 +8,15 @@ A store is a Zarr v3 group. Every extracted layer is an array with dimension nam
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Final
 
+from .errors import FeatstoreInputError, UnknownLayerError
+
 __all__ = [
+    "split_names",
+    "select_layers",
+    "select_inits",
     "SCHEMA_VERSION",
     "ATTRS_KEY",
     "INIT",
@@ -97,3 +103,65 @@ def chunk_bounds(chunk: int, n_images: int, chunk_images: int) -> tuple[int, int
     if chunk < 0 or start >= n_images:
         raise IndexError(f"chunk {chunk} out of range for {n_images} images")
     return start, min(start + chunk_images, n_images)
+
+
+def split_names(values: Sequence[str] | str | None) -> list[str] | None:
+    """Names from repeated and comma-separated options (``--layers a,b --layers c``); None for
+    none given (all)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    names = [p.strip() for v in values for p in str(v).split(",") if p.strip()]
+    return names or None
+
+
+def select_layers(stored: Sequence[str], modules: Mapping[str, str],
+                  wanted: Sequence[str] | None) -> list[str]:
+    """The stored layer variables a ``--layers`` selection names, in the store's order.
+
+    Parameters
+    ----------
+    stored : sequence of str
+        The store's layer variables, shallow to deep.
+    modules : mapping of str to str
+        Variable -> module path, where they differ (the store's ``layer_modules``).
+    wanted : sequence of str or None
+        Variable names or module paths; None for every stored layer.
+
+    Raises
+    ------
+    UnknownLayerError
+        For a name the store does not hold, listing the layers it does hold.
+    """
+    if wanted is None:
+        return list(stored)
+    by_name = {**{v: v for v in stored}, **{modules.get(v, v): v for v in stored}}
+    for name in wanted:
+        if name not in by_name:
+            known = ", ".join(modules.get(v, v) for v in stored)
+            raise UnknownLayerError(
+                f"unknown --layers value {name!r}; layers in this store: {known} "
+                "(`featstore info STORE` lists them)"
+            )
+    picked = {by_name[n] for n in wanted}
+    return [v for v in stored if v in picked]
+
+
+def select_inits(stored: Sequence[str], wanted: Sequence[str] | None,
+                 error: type[FeatstoreInputError] = FeatstoreInputError) -> list[str]:
+    """The stored inits an ``--inits`` selection names, in the store's order.
+
+    Raises
+    ------
+    FeatstoreInputError
+        (``error``) for a name the store does not hold, listing the inits it does hold.
+    """
+    if wanted is None:
+        return list(stored)
+    for name in wanted:
+        if name not in stored:
+            raise error(
+                f"unknown --inits value {name!r}; inits in this store: {', '.join(stored)}"
+            )
+    return [n for n in stored if n in set(wanted)]

@@ -60,7 +60,6 @@ from .errors import (
     FeatstoreRuntimeError,
     ProbeInputError,
     StoreIncompleteError,
-    UnknownLayerError,
 )
 from .gain import check_gain_inits
 from .inits import init_kind
@@ -115,45 +114,6 @@ _PROBE_FORMAT: Final = 5
 
 # ---------------------------------------------------------------------------------------------
 # parsing and validation
-
-
-def _split_names(values: Sequence[str] | None) -> tuple[str, ...] | None:
-    if values is None:
-        return None
-    names = tuple(p.strip() for v in values for p in str(v).split(",") if p.strip())
-    return names or None
-
-
-def _resolve_layers(meta: dict[str, Any], wanted: Sequence[str] | None) -> list[str]:
-    """Layer variable names in the store's shallow-to-deep order."""
-    stored: list[str] = list(meta["layers"])
-    if wanted is None:
-        return stored
-    modules: dict[str, str] = dict(meta.get("layer_modules", {}))
-    by_name = {**{v: v for v in stored}, **{modules.get(v, v): v for v in stored}}
-    chosen = set()
-    for name in wanted:
-        if name not in by_name:
-            known = ", ".join(modules.get(v, v) for v in stored)
-            raise UnknownLayerError(
-                f"unknown --layers value {name!r}; layers in this store: {known} "
-                "(`featstore info STORE` lists them)"
-            )
-        chosen.add(by_name[name])
-    return [v for v in stored if v in chosen]
-
-
-def _resolve_inits(names: list[str], wanted: Sequence[str] | None) -> list[str]:
-    if wanted is None:
-        if not names:
-            raise ProbeInputError("the store has no inits; run `featstore extract` first")
-        return list(names)
-    for name in wanted:
-        if name not in names:
-            raise ProbeInputError(
-                f"unknown --inits value {name!r}; inits in this store: {', '.join(names)}"
-            )
-    return [n for n in names if n in set(wanted)]
 
 
 @dataclass(frozen=True)
@@ -243,8 +203,11 @@ def _prepare(config: ProbeConfig, require_gain: bool = False) -> _Request:
     parse_positive_int("--inner-folds", config.inner_folds, minimum=2)
     store = FeatureStore.open(url)
     meta = store.meta
-    layers = _resolve_layers(meta, _split_names(config.layers))
-    inits = _resolve_inits(store.init_names, _split_names(config.inits))
+    layers = S.select_layers(meta["layers"], meta.get("layer_modules", {}),
+                             S.split_names(config.layers))
+    if not store.init_names:
+        raise ProbeInputError("the store has no inits; run `featstore extract` first")
+    inits = S.select_inits(store.init_names, S.split_names(config.inits), ProbeInputError)
     if require_gain:
         check_gain_inits(inits)
     done = store.progress()
