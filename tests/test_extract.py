@@ -333,3 +333,20 @@ def test_torchvision_model_with_dashed_block_names(image_folder, tmp_path):
     with torch.no_grad():
         stem = model.get_submodule("stem")(batch).mean(dim=(2, 3)).numpy()
     np.testing.assert_allclose(ds["stem"].sel(init="random:0").values, stem, rtol=1e-5, atol=1e-6)
+
+
+def test_extraction_with_non_torchvision_models_never_imports_torchvision(
+        image_folder: Path, tmp_path: Path) -> None:
+    """Importing torchvision costs every extraction process (the CLI, each dask worker)
+    seconds; only torchvision's own models need it."""
+    script = (
+        "import sys, featstore\n"
+        "for i, model in enumerate(['tiny_cnn', 'efficientnet_lite0']):\n"
+        f"    featstore.extract({str(image_folder)!r}, {str(tmp_path)!r} + f'/s{{i}}.zarr',\n"
+        "                      model=model, image_size=16, device='cpu', inits=('random:0',))\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

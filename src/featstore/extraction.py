@@ -87,6 +87,10 @@ Extractor = PooledExtractor | CompiledPooledExtractor
 
 @dataclass(frozen=True)
 class ExtractPlan:
+    """A validated extraction job (:func:`plan_layout`): the configuration, the image source,
+    the store layout it implies, the chosen layers and inits, the model's transform and the
+    device. Picklable: the dask path ships it to every worker once."""
+
     config: ExtractConfig
     source: ImageSource
     layout: StoreLayout
@@ -510,6 +514,8 @@ def _recalibrate(plan: ExtractPlan, dataset: ImageDataset, model: torch.nn.Modul
 
 
 def load_norm_state(model: torch.nn.Module, state: dict[str, np.ndarray]) -> None:
+    """Copy stored normalization statistics (buffer name -> values, as kept in the store for a
+    ``+bn`` init) into ``model``'s buffers, in place."""
     buffers = dict(model.named_buffers())
     with torch.no_grad():
         for name, values in state.items():
@@ -626,6 +632,26 @@ def extract_chunks(
     pending: list[int],
     progress: Progress | None,
 ) -> None:
+    """Run the network over the ``pending`` chunks of one init and write each chunk and its
+    done marker to the store (a background writer overlaps the writes with the next batches).
+
+    Parameters
+    ----------
+    plan : ExtractPlan
+        The job (batch size, loader workers, device).
+    store : FeatureStore
+        Open for writing; this process or its client holds the store's lock.
+    dataset : ImageDataset
+        The decoded, preprocessed images.
+    extractor : Extractor
+        The init's pooled-activation extractor (:func:`make_extractor`).
+    init_index, init_name : int, str
+        Position and name of the init in the store.
+    pending : list of int
+        Chunk numbers to compute.
+    progress : Progress, optional
+        Told about every batch.
+    """
     config = plan.config
     n_images, chunk_images = store.n_images, store.chunk_images
     batches = _chunk_batches(pending, n_images, chunk_images, config.batch_size)
