@@ -39,7 +39,7 @@ from featstore.errors import (
 from featstore.models import (
     EFFICIENTNET_LITE0,
     InitSpec,
-    LayerInfo,
+    LayerSpec,
     TransformSpec,
     auto_layers,
     available_models,
@@ -241,9 +241,9 @@ def test_lite0_auto_layers_and_shapes(lite0: nn.Module) -> None:
     infos = describe_layers(EFFICIENTNET_LITE0, lite0, layers, 224)
     assert [info.name for info in infos] == layers
     assert [info.units for info in infos] == LITE0_UNITS
-    assert infos[0] == LayerInfo("stem", 32, (32, 112, 112))
-    assert infos[4] == LayerInfo("blocks.3", 40, (40, 28, 28))
-    assert infos[-1] == LayerInfo("head", 1280, (1280, 7, 7))
+    assert infos[0] == LayerSpec("stem", 32, (32, 112, 112))
+    assert infos[4] == LayerSpec("blocks.3", 40, (40, 28, 28))
+    assert infos[-1] == LayerSpec("head", 1280, (1280, 7, 7))
     small = describe_layers(EFFICIENTNET_LITE0, lite0, ["stem", "head"], 200)
     assert [info.shape for info in small] == [(32, 100, 100), (1280, 7, 7)]
 
@@ -299,7 +299,7 @@ class _Tiny(nn.Module):
 
 def test_describe_layers_errors() -> None:
     tiny = _Tiny()
-    assert describe_layers("tiny", tiny, ["conv"], 8) == [LayerInfo("conv", 4, (4, 4, 4))]
+    assert describe_layers("tiny", tiny, ["conv"], 8) == [LayerSpec("conv", 4, (4, 4, 4))]
     with pytest.raises(FeatstoreInputError, match="tiny cannot run on 2x2 images"):
         describe_layers("tiny", tiny, ["conv"], 2)
     with pytest.raises(FeatstoreInputError, match="layer 'act' of tiny runs 2 times per pass"):

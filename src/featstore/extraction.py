@@ -66,7 +66,6 @@ from .progress import Progress
 from .scheduler import parse_extract_scheduler
 from .store import (
     FeatureStore,
-    LayerSpec,
     StoreLayout,
     creating_identity,
     diff_identity,
@@ -148,9 +147,7 @@ def plan_layout(config: ExtractConfig) -> ExtractPlan:
     records = source.records
     layout = StoreLayout(
         model=config.model,
-        layers=tuple(LayerSpec(info.name, info.units, tuple(info.shape), info.channel_axis,
-                               info.prefix_tokens, info.class_token)
-                     for info in infos),
+        layers=tuple(infos),
         transform=transform.to_dict(),
         pool=config.pool,
         dtype=config.dtype,

@@ -9,11 +9,13 @@ A store is a Zarr v3 group. Every extracted layer is an array with dimension nam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from .errors import FeatstoreInputError, UnknownLayerError
 
 __all__ = [
+    "LayerSpec",
     "split_names",
     "select_layers",
     "select_inits",
@@ -103,6 +105,42 @@ def chunk_bounds(chunk: int, n_images: int, chunk_images: int) -> tuple[int, int
     if chunk < 0 or start >= n_images:
         raise IndexError(f"chunk {chunk} out of range for {n_images} images")
     return start, min(start + chunk_images, n_images)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer (module output) to extract and store.
+
+    Parameters
+    ----------
+    name : str
+        Torch module path, e.g. ``"blocks.3"``.
+    units : int
+        Number of units (channels) left after pooling the activation map over space.
+    shape : tuple of int
+        Activation of one image, without the batch dimension: ``(C, H, W)`` for conv maps,
+        ``(n_tokens, C)`` for transformer token sequences, ``(H, W, C)`` for Swin stages,
+        ``(C,)`` for vectors.
+    channel_axis : int
+        Axis of ``shape`` that holds the units; pooling reduces every other axis.
+    prefix_tokens : int
+        For a ``(n_tokens, C)`` sequence: how many tokens precede the patch tokens (class,
+        distillation, register tokens); ``avg``/``max`` pooling leaves them out. 0 otherwise.
+    class_token : bool
+        Whether token 0 of the sequence is a class token (what ``--pool cls`` takes).
+    """
+
+    name: str
+    units: int
+    shape: tuple[int, ...]
+    channel_axis: int = 0
+    prefix_tokens: int = 0
+    class_token: bool = False
+
+    @property
+    def var(self) -> str:
+        """Store variable name."""
+        return layer_to_var(self.name)
 
 
 def split_names(values: Sequence[str] | str | None) -> list[str] | None:

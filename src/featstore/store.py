@@ -47,6 +47,7 @@ from . import schema as S
 from .errors import DataSourceError, NotAStoreError
 from .location import is_local, local_path, url_to_fs
 from .lock import LOCK_KEY, LockInfo, lock_holder
+from .schema import LayerSpec
 
 __all__ = [
     "IDENTITY_KEYS",
@@ -125,25 +126,6 @@ def default_compressors() -> tuple[Any, ...]:
 def _checked_compressors() -> tuple[Any, ...]:
     """Codecs for coordinates and progress markers: zstd, then a CRC32C checksum."""
     return (ZstdCodec(level=3), Crc32cCodec())
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One stored layer: module path, unit count, activation-map shape (no batch axis), the
-    axis of that shape holding the units, and for a transformer's token sequence the number of
-    prefix tokens (left out of ``avg``/``max`` pooling) and whether token 0 is a class token."""
-
-    name: str
-    units: int
-    shape: tuple[int, ...]
-    channel_axis: int = 0
-    prefix_tokens: int = 0
-    class_token: bool = False
-
-    @property
-    def var(self) -> str:
-        """Store variable name."""
-        return S.layer_to_var(self.name)
 
 
 @dataclass(frozen=True)

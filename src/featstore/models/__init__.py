@@ -20,10 +20,10 @@ own download machinery caches ImageNet weights under ``$TORCH_HOME``.
 """
 
 from featstore.inits import INIT_KINDS, InitSpec, init_kind, parse_init
+from featstore.schema import LayerSpec
 
 from .efficientnet_lite import EFFICIENTNET_LITE0, EfficientNetLite0, lite0_key_from_lukemelas
 from .layers import (
-    LayerInfo,
     auto_layers,
     describe_layers,
     extractable_layers,
@@ -49,7 +49,7 @@ __all__ = [
     "EfficientNetLite0",
     "INIT_KINDS",
     "InitSpec",
-    "LayerInfo",
+    "LayerSpec",
     "ModelEntry",
     "TransformSpec",
     "auto_layers",

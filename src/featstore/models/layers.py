@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from featstore.errors import FeatstoreInputError, UnknownLayerError, UnknownModelError
+from featstore.schema import LayerSpec
 
 from .registry import (
     ChannelAxisRule,
@@ -26,40 +26,8 @@ from .registry import (
     model_entry,
 )
 
-__all__ = ["LayerInfo", "auto_layers", "parse_layers", "describe_layers", "in_network_order",
+__all__ = ["auto_layers", "parse_layers", "describe_layers", "in_network_order",
            "select_for_pool", "extractable_layers"]
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One layer (module output) to extract.
-
-    Parameters
-    ----------
-    name : str
-        Torch module path, e.g. ``"blocks.3"``.
-    units : int
-        Number of units (channels) left after pooling the activation map over space.
-    shape : tuple of int
-        Activation of one image, without the batch dimension: ``(C, H, W)`` for conv maps,
-        ``(n_tokens, C)`` for transformer token sequences, ``(H, W, C)`` for Swin stages,
-        ``(C,)`` for vectors.
-    channel_axis : int
-        Axis of ``shape`` that holds the units; pooling reduces every other axis.
-    prefix_tokens : int
-        For a ``(n_tokens, C)`` sequence: how many tokens precede the patch tokens (class,
-        distillation, register tokens); ``avg``/``max`` pooling leaves them out. 0 otherwise.
-    class_token : bool
-        Whether token 0 of the sequence is a class token (what ``--pool cls`` takes).
-    """
-
-    name: str
-    units: int
-    shape: tuple[int, ...]
-    channel_axis: int = 0
-    prefix_tokens: int = 0
-    class_token: bool = False
-
 
 
 def auto_layers(model_name: str, model: nn.Module) -> list[str]:
@@ -181,7 +149,7 @@ def _units(shape: tuple[int, ...], channel_axis: int) -> int:
 
 def describe_layers(
     model_name: str, model: nn.Module, layers: Sequence[str], image_size: int
-) -> list[LayerInfo]:
+) -> list[LayerSpec]:
     """Shapes and unit counts of layer activations, from one forward pass of a zeros batch.
 
     Parameters
@@ -198,7 +166,7 @@ def describe_layers(
 
     Returns
     -------
-    list of LayerInfo
+    list of LayerSpec
         One per layer, in the order given. ``units`` is the channel dimension: ``shape[0]`` of a
         (C, H, W) map, ``shape[-1]`` of a (n_tokens, C) sequence or of a Swin (H, W, C) map;
         ``prefix_tokens`` and ``class_token`` come from the model's token rule.
@@ -259,18 +227,18 @@ def describe_layers(
         shape = tuple(int(n) for n in seen[0].shape[1:])
         axis = channel_axis(model, layer, shape) if shape else 0
         prefix, cls = tokens(model, layer, shape) if len(shape) == 2 else (0, False)
-        infos.append(LayerInfo(name=layer, units=_units(shape, axis), shape=shape,
+        infos.append(LayerSpec(name=layer, units=_units(shape, axis), shape=shape,
                                channel_axis=axis, prefix_tokens=int(prefix),
                                class_token=bool(cls)))
     return infos
 
 
-def _poolable(info: LayerInfo, pool: str) -> bool:
+def _poolable(info: LayerSpec, pool: str) -> bool:
     return pool != "cls" or info.class_token or len(info.shape) <= 1
 
 
-def select_for_pool(model_name: str, infos: Sequence[LayerInfo], pool: str,
-                    explicit: Collection[str] = ()) -> list[LayerInfo]:
+def select_for_pool(model_name: str, infos: Sequence[LayerSpec], pool: str,
+                    explicit: Collection[str] = ()) -> list[LayerSpec]:
     """The layers a pooling can read: all of them, except that ``cls`` reads only token
     sequences with a class token (and flat vectors, which every pool keeps as they are).
 
@@ -278,7 +246,7 @@ def select_for_pool(model_name: str, infos: Sequence[LayerInfo], pool: str,
     ----------
     model_name : str
         Name of the model (for messages).
-    infos : sequence of LayerInfo
+    infos : sequence of LayerSpec
         The selected layers (:func:`describe_layers`).
     pool : {"avg", "max", "cls"}
         The pooling.
@@ -289,7 +257,7 @@ def select_for_pool(model_name: str, infos: Sequence[LayerInfo], pool: str,
 
     Returns
     -------
-    list of LayerInfo
+    list of LayerSpec
         ``infos`` in order, without the left-out layers.
 
     Raises
