@@ -202,4 +202,5 @@ def select_inits(stored: Sequence[str], wanted: Sequence[str] | None,
             raise error(
                 f"unknown --inits value {name!r}; inits in this store: {', '.join(stored)}"
             )
-    return [n for n in stored if n in set(wanted)]
+    picked = set(wanted)
+    return [n for n in stored if n in picked]
