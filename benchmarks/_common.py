@@ -45,6 +45,7 @@ SECTION_ORDER = (
     "Scale: extraction memory and time",
     "Scale: chunked probes and schedulers",
     "Store I/O",
+    "Extraction start-up and preprocessing (CPU)",
 )
 
 

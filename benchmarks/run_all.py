@@ -25,6 +25,7 @@ BENCHMARKS = {
     "probe": "bench_probe.py",
     "store_io": "bench_store_io.py",
     "scale": "bench_scale.py",
+    "startup": "bench_startup.py",
     "extract_gpu": "bench_extract_gpu.py",
 }
 
